@@ -1,0 +1,132 @@
+//! `POST /webhooks/{provider}`: client certificate (GoCardless, when configured), body size,
+//! signature on the raw bytes, parse, then group commit; answered only once it is safe.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures::StreamExt;
+use tracing::Instrument;
+use payhook_shared::intake::{Delivery, Intake};
+use payhook_shared::providers::{Headers, Provider};
+
+use crate::error::WebhookError;
+use crate::tls::ClientCert;
+
+/// Largest body accepted; gateways send a few KiB.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What every webhook route shares.
+pub struct WebhookState {
+    pub intake: Intake,
+    /// Set when `INGEST_CLIENT_CA` is configured: providers that want a client certificate
+    /// must present one from that CA.
+    pub client_ca_required: bool,
+    pub timeout: std::time::Duration,
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    provider: web::Data<Arc<dyn Provider>>,
+    state: web::Data<WebhookState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let provider = provider.get_ref().as_ref();
+    let span = tracing::info_span!("webhook", provider = provider.name());
+    let result = handle(&req, payload, provider, &state).instrument(span.clone()).await;
+    let (response, outcome) = match result {
+        Ok(outcome) => {
+            let status = StatusCode::from_u16(provider.accepted_status()).unwrap_or(StatusCode::OK);
+            (HttpResponse::build(status).finish(), outcome)
+        }
+        Err(e) => {
+            span.in_scope(|| match &e {
+                WebhookError::Unavailable(cause) => tracing::warn!(%cause, "webhook answered 503"),
+                other => tracing::info!(error = %other, "webhook refused"),
+            });
+            (actix_web::ResponseError::error_response(&e), e.outcome())
+        }
+    };
+    metrics::counter!("payhook_webhook_requests_total", "provider" => provider.name(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("payhook_webhook_request_seconds", "provider" => provider.name())
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    provider: &dyn Provider,
+    state: &WebhookState,
+) -> Result<&'static str, WebhookError> {
+    if state.client_ca_required && provider.wants_client_cert() {
+        let verified = req.conn_data::<ClientCert>().is_some_and(|c| *c == ClientCert::Verified);
+        if !verified {
+            return Err(WebhookError::ClientCertRequired);
+        }
+    }
+    let body = read_body(req, payload).await?;
+    let headers: Headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    provider
+        .verify(&headers, &body, now)
+        .map_err(|source| WebhookError::Signature { source, status: provider.rejected_signature_status() })?;
+    let events = provider.parse(&body)?;
+    let audit: serde_json::Map<String, serde_json::Value> = provider
+        .audit_headers()
+        .iter()
+        .filter_map(|name| {
+            headers
+                .get(name)
+                .map(|v| ((*name).to_owned(), String::from_utf8_lossy(v).into_owned().into()))
+        })
+        .collect();
+    let accepted = state
+        .intake
+        .submit(
+            Delivery { provider: provider.name(), headers: audit.into(), body, events },
+            state.timeout,
+        )
+        .await?;
+    tracing::info!(
+        delivery_id = accepted.delivery_id,
+        event_ids = ?accepted.new_event_ids,
+        duplicates = accepted.duplicates,
+        published = accepted.published,
+        "webhook accepted"
+    );
+    let outcome = if accepted.new_event_ids.is_empty() { "duplicate" } else { "accepted" };
+    Ok(outcome)
+}
+
+/// Reads the body up to [`MAX_BODY`]; a larger one is refused as soon as it is known to be.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<bytes::Bytes, WebhookError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(WebhookError::TooLarge { limit: MAX_BODY });
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(MAX_BODY));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| WebhookError::BodyRead)?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(WebhookError::TooLarge { limit: MAX_BODY });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

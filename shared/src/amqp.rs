@@ -1,0 +1,341 @@
+//! RabbitMQ: the names and declaration of payhook's topology, and a publisher that waits for
+//! the broker's confirms. One connection per process, re-opened on the next use after it
+//! breaks, so a broker restart costs the requests in flight a 503 and nothing more.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::config::BrokerSettings;
+
+/// The retry delays, in order: attempt N waits `RETRY_DELAYS[N-1]`, then the event is dead.
+pub const RETRY_DELAYS: [(&str, Duration); 6] = [
+    ("1s", Duration::from_secs(1)),
+    ("5s", Duration::from_secs(5)),
+    ("30s", Duration::from_secs(30)),
+    ("2m", Duration::from_secs(120)),
+    ("10m", Duration::from_secs(600)),
+    ("1h", Duration::from_secs(3600)),
+];
+
+/// Redeliveries after which the quorum queue dead-letters a message that keeps crashing
+/// workers (a poison message) instead of looping forever.
+pub const DELIVERY_LIMIT: i64 = 10;
+
+/// The header on a retried message naming its delay queue (`5s`); the retry exchange is a
+/// headers exchange, so the message keeps its original routing key for the way back.
+pub const RETRY_HEADER: &str = "x-payhook-retry";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every exchange and queue name, behind the prefix (`payhook` → `payhook.events`).
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+    /// Topic exchange the ingest publishes to; routing key `<provider>.<event_type>`.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// The quorum queue workers consume.
+    pub fn events_queue(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// Headers exchange in front of the delay queues.
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+    pub fn retry_queue(&self, label: &str) -> String {
+        format!("{}.retry.{label}", self.prefix)
+    }
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+    /// Topic exchange of domain events for downstream systems.
+    pub fn domain_exchange(&self) -> String {
+        format!("{}.domain", self.prefix)
+    }
+    /// Every queue, for the queue-depth gauge.
+    pub fn all_queues(&self) -> Vec<String> {
+        let mut q = vec![self.events_queue(), self.dead_queue()];
+        q.extend(RETRY_DELAYS.iter().map(|(l, _)| self.retry_queue(l)));
+        q
+    }
+}
+
+/// The body of a message on the events exchange. The worker reads the payload from
+/// PostgreSQL, so the message stays small and the row stays the one source of truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMessage {
+    pub id: i64,
+    pub provider: String,
+    pub external_id: String,
+    pub event_type: String,
+}
+
+impl EventMessage {
+    pub fn routing_key(&self) -> String {
+        format!("{}.{}", self.provider, self.event_type)
+    }
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.provider, self.external_id)
+    }
+}
+
+/// A message to publish with confirms: where, what, and its properties.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: String,
+    pub body: Vec<u8>,
+    pub headers: Option<FieldTable>,
+}
+
+impl Outgoing {
+    pub fn event(names: &Names, msg: &EventMessage) -> Self {
+        Self {
+            exchange: names.events_exchange(),
+            routing_key: msg.routing_key(),
+            message_id: msg.message_id(),
+            body: serde_json::to_vec(msg).expect("an EventMessage always serializes"),
+            headers: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker refused the message: {0}")]
+    Refused(String),
+    #[error("no confirm from the broker within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A lazily (re)connected channel in confirm mode, with the topology declared on it.
+pub struct Broker {
+    url: String,
+    names: Names,
+    state: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Broker {
+    pub fn new(settings: &BrokerSettings) -> Self {
+        Self {
+            url: settings.amqp_url.clone(),
+            names: Names::new(&settings.amqp_prefix),
+            state: Mutex::new(None),
+        }
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The current channel, connecting (and declaring the topology) if there is none or the
+    /// old one broke.
+    pub async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut state = self.state.lock().await;
+        if let Some((conn, ch)) = state.as_ref() {
+            if conn.status().connected() && ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        *state = None;
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(&self.url, ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| PublishError::Unavailable("connect timed out".into()))?
+        .map_err(unavailable)?;
+        let ch = conn.create_channel().await.map_err(unavailable)?;
+        declare_topology(&ch, &self.names).await.map_err(unavailable)?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        *state = Some((conn, ch.clone()));
+        Ok(ch)
+    }
+
+    /// Connects now, retrying for about half a minute (for start-up beside the broker).
+    pub async fn connect_with_retry(&self) -> Result<(), PublishError> {
+        use backon::Retryable;
+        (|| async { self.channel().await.map(drop) })
+            .retry(crate::db::startup_backoff())
+            .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "RabbitMQ not reachable yet"))
+            .await
+    }
+
+    /// Publishes every message (persistent, mandatory) and waits for all their confirms:
+    /// `Ok` only when the broker acked each one and routed it to a queue.
+    pub async fn publish_confirmed(
+        &self,
+        messages: &[Outgoing],
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let ch = self.channel().await?;
+        let result = tokio::time::timeout(timeout, publish_all(&ch, messages)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(PublishError::Timeout(timeout)),
+        };
+        if matches!(result, Err(PublishError::Unavailable(_) | PublishError::Timeout(_))) {
+            self.reset().await;
+        }
+        result
+    }
+
+    /// True when the broker can be reached (for /readyz).
+    pub async fn ping(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+
+    /// Forgets the connection so the next use opens a new one.
+    pub async fn reset(&self) {
+        if let Some((conn, _)) = self.state.lock().await.take() {
+            let _ = conn.close(200, "reset".into()).await;
+        }
+    }
+
+    /// Closes the connection cleanly (shutdown).
+    pub async fn close(&self) {
+        self.reset().await;
+    }
+}
+
+async fn publish_all(ch: &Channel, messages: &[Outgoing]) -> Result<(), PublishError> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for m in messages {
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(m.message_id.as_str()));
+        if let Some(h) = &m.headers {
+            props = props.with_headers(h.clone());
+        }
+        let confirm = ch
+            .basic_publish(
+                m.exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &m.body,
+                props,
+            )
+            .await
+            .map_err(unavailable)?;
+        confirms.push(confirm);
+    }
+    // Confirms are awaited together: one round trip for the whole batch, not one per message.
+    for c in futures::future::join_all(confirms).await {
+        match c.map_err(unavailable)? {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(returned)) => {
+                return Err(PublishError::Refused(format!(
+                    "unroutable: {}",
+                    returned.reply_text
+                )))
+            }
+            Confirmation::Nack(_) => return Err(PublishError::Refused("nacked".into())),
+            Confirmation::NotRequested => {
+                return Err(PublishError::Refused("channel not in confirm mode".into()))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unavailable(e: lapin::Error) -> PublishError {
+    PublishError::Unavailable(e.to_string())
+}
+
+fn long_str(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// Declares every exchange, queue and binding; idempotent, run on every (re)connect.
+pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let queue_opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    let no_args = FieldTable::default;
+
+    for (name, kind) in [
+        (names.events_exchange(), ExchangeKind::Topic),
+        (names.retry_exchange(), ExchangeKind::Headers),
+        (names.dead_letter_exchange(), ExchangeKind::Fanout),
+        (names.domain_exchange(), ExchangeKind::Topic),
+    ] {
+        ch.exchange_declare(name.as_str().into(), kind, durable, no_args()).await?;
+    }
+
+    let mut events_args = FieldTable::default();
+    events_args
+        .insert("x-queue-type".into(), long_str("quorum"))
+        .insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT))
+        .insert("x-dead-letter-exchange".into(), long_str(&names.dead_letter_exchange()));
+    ch.queue_declare(names.events_queue().as_str().into(), queue_opts, events_args)
+        .await?;
+    ch.queue_bind(
+        names.events_queue().as_str().into(),
+        names.events_exchange().as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        no_args(),
+    )
+    .await?;
+
+    let mut dead_args = FieldTable::default();
+    dead_args.insert("x-queue-type".into(), long_str("quorum"));
+    ch.queue_declare(names.dead_queue().as_str().into(), queue_opts, dead_args)
+        .await?;
+    ch.queue_bind(
+        names.dead_queue().as_str().into(),
+        names.dead_letter_exchange().as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        no_args(),
+    )
+    .await?;
+
+    for (label, ttl) in RETRY_DELAYS {
+        let queue = names.retry_queue(label);
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long_str("quorum"))
+            .insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl.as_millis() as i64))
+            // No dead-letter routing key: the message goes back with the key it was sent with.
+            .insert("x-dead-letter-exchange".into(), long_str(&names.events_exchange()));
+        ch.queue_declare(queue.as_str().into(), queue_opts, args).await?;
+        let mut bind = FieldTable::default();
+        bind.insert("x-match".into(), long_str("all"))
+            .insert(RETRY_HEADER.into(), long_str(label));
+        ch.queue_bind(
+            queue.as_str().into(),
+            names.retry_exchange().as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            bind,
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! Group commit: the path from a verified delivery to "safe to answer 2xx".
+//!
+//! Requests hand their delivery to a writer task and wait. The writer takes everything that
+//! arrived while the previous batch was in flight, stores it in ONE PostgreSQL transaction,
+//! and passes it to a publisher task, which publishes the new events and waits for the
+//! broker's confirms once for the whole batch. While a batch waits for its confirms, the next
+//! one is already being written. When idle, a lone request goes through at once: there is no
+//! timer, only "whatever queued up meanwhile".
+//!
+//! A delivery is answered `Ok` only once its rows are committed and its events confirmed by
+//! the broker (or committed only, with `accept_without_broker`); rows committed but not
+//! published stay `received` for the relay, and a duplicate of such an event publishes it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::amqp::{Broker, EventMessage, Outgoing};
+use crate::providers::NewEvent;
+
+/// A verified, parsed delivery waiting to be stored.
+#[derive(Debug)]
+pub struct Delivery {
+    pub provider: &'static str,
+    /// The audit headers (never a secret), as a JSON object.
+    pub headers: serde_json::Value,
+    /// The body exactly as received.
+    pub body: Bytes,
+    pub events: Vec<NewEvent>,
+}
+
+/// What happened to an accepted delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub delivery_id: i64,
+    /// `webhook_events.id` of the events this delivery created.
+    pub new_event_ids: Vec<i64>,
+    /// How many of its events were already stored (sent before).
+    pub duplicates: usize,
+    /// True when everything it needed published was confirmed by the broker.
+    pub published: bool,
+}
+
+/// Why a delivery could not be accepted: always our side, so always a 503 for the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    #[error("database unavailable: {0}")]
+    Database(String),
+    #[error("broker unavailable: {0}")]
+    Broker(String),
+    #[error("timed out waiting for the database and broker")]
+    Timeout,
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    /// Most deliveries in one transaction.
+    pub batch_max: usize,
+    /// How long one batch may wait for the broker's confirms.
+    pub confirm_timeout: Duration,
+    /// Answer Ok once committed even if the broker is down (the relay publishes later).
+    pub accept_without_broker: bool,
+}
+
+struct Job {
+    delivery: Delivery,
+    reply: oneshot::Sender<Result<Accepted, IntakeError>>,
+}
+
+/// A committed batch on its way to the broker.
+struct Committed {
+    jobs: Vec<(Job, JobRows)>,
+    to_publish: Vec<EventMessage>,
+}
+
+/// What the transaction did for one delivery.
+#[derive(Debug, Default)]
+struct JobRows {
+    delivery_id: i64,
+    new_event_ids: Vec<i64>,
+    duplicates: usize,
+    /// Whether any event of this delivery must be confirmed before answering.
+    needs_broker: bool,
+}
+
+/// The handle requests submit through. Dropping every clone stops the tasks once they have
+/// answered what is queued.
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Intake {
+    /// Starts the writer and publisher tasks; the handle resolves when both have drained.
+    pub fn start(pool: PgPool, broker: Arc<Broker>, config: IntakeConfig) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Job>(config.batch_max * 4);
+        // Capacity 1: at most one batch waits for confirms while the next is being written.
+        let (ptx, prx) = mpsc::channel::<Committed>(1);
+        let writer = tokio::spawn(writer(pool.clone(), rx, ptx, config.clone()));
+        let publisher = tokio::spawn(publisher(pool, broker, prx, config));
+        let handle = tokio::spawn(async move {
+            let _ = writer.await;
+            let _ = publisher.await;
+        });
+        (Self { tx }, handle)
+    }
+
+    /// Stores and publishes one delivery; resolves when it may be answered.
+    pub async fn submit(&self, delivery: Delivery, timeout: Duration) -> Result<Accepted, IntakeError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job { delivery, reply };
+        let wait = async {
+            self.tx.send(job).await.map_err(|_| IntakeError::ShuttingDown)?;
+            rx.await.map_err(|_| IntakeError::ShuttingDown)?
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(IntakeError::Timeout),
+        }
+    }
+}
+
+async fn writer(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Job>,
+    ptx: mpsc::Sender<Committed>,
+    config: IntakeConfig,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < config.batch_max {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("payhook_ingest_batch_size").record(batch.len() as f64);
+        // A request that gave up (timeout) no longer waits; still store its delivery: the
+        // gateway will retry and the retry is then a cheap duplicate.
+        let started = Instant::now();
+        match persist(&pool, &batch).await {
+            Ok((rows, to_publish)) => {
+                metrics::histogram!("payhook_ingest_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let jobs = batch.into_iter().zip(rows).collect();
+                if ptx.send(Committed { jobs, to_publish }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, deliveries = batch.len(), "storing a batch failed");
+                let err = IntakeError::Database(e.to_string());
+                for job in batch {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn publisher(
+    pool: PgPool,
+    broker: Arc<Broker>,
+    mut rx: mpsc::Receiver<Committed>,
+    config: IntakeConfig,
+) {
+    while let Some(Committed { jobs, to_publish }) = rx.recv().await {
+        let outgoing: Vec<Outgoing> =
+            to_publish.iter().map(|m| Outgoing::event(broker.names(), m)).collect();
+        let started = Instant::now();
+        let result = broker.publish_confirmed(&outgoing, config.confirm_timeout).await;
+        metrics::histogram!("payhook_publish_confirm_seconds").record(started.elapsed().as_secs_f64());
+        let published = match &result {
+            Ok(()) => {
+                let ids: Vec<i64> = to_publish.iter().map(|m| m.id).collect();
+                // If this fails the events stay `received` and the relay publishes them again:
+                // a duplicate message, which the worker ignores, never a lost one.
+                if let Err(e) = mark_published(&pool, &ids).await {
+                    tracing::warn!(error = %e, "marking events published failed; the relay will redo it");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = to_publish.len(), "publishing a batch failed");
+                false
+            }
+        };
+        for (job, rows) in jobs {
+            let answer = if published || !rows.needs_broker || config.accept_without_broker {
+                Ok(Accepted {
+                    delivery_id: rows.delivery_id,
+                    new_event_ids: rows.new_event_ids,
+                    duplicates: rows.duplicates,
+                    published: published || !rows.needs_broker,
+                })
+            } else {
+                Err(IntakeError::Broker(
+                    result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                ))
+            };
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// One transaction for the whole batch: deliveries, then events (duplicates skipped), then
+/// a look at the duplicates to find any that were never published.
+async fn persist(pool: &PgPool, batch: &[Job]) -> Result<(Vec<JobRows>, Vec<EventMessage>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+
+    // Ids first, so each event row can point at its delivery without relying on the order
+    // of RETURNING.
+    let delivery_ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'id')) FROM generate_series(1, $1)",
+    )
+    .bind(batch.len() as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let providers: Vec<&str> = batch.iter().map(|j| j.delivery.provider).collect();
+    let headers: Vec<&serde_json::Value> = batch.iter().map(|j| &j.delivery.headers).collect();
+    let bodies: Vec<&[u8]> = batch.iter().map(|j| j.delivery.body.as_ref()).collect();
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, provider, headers, body) OVERRIDING SYSTEM VALUE
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $4::bytea[])",
+    )
+    .bind(&delivery_ids)
+    .bind(&providers)
+    .bind(&headers)
+    .bind(&bodies)
+    .execute(&mut *tx)
+    .await?;
+
+    let mut ev_delivery = Vec::new();
+    let mut ev_provider = Vec::new();
+    let mut ev_external = Vec::new();
+    let mut ev_type = Vec::new();
+    let mut ev_resource = Vec::new();
+    let mut ev_payload = Vec::new();
+    let mut ev_occurred = Vec::new();
+    for (job, id) in batch.iter().zip(&delivery_ids) {
+        for e in &job.delivery.events {
+            ev_delivery.push(*id);
+            ev_provider.push(job.delivery.provider);
+            ev_external.push(e.external_id.as_str());
+            ev_type.push(e.event_type.as_str());
+            ev_resource.push(e.resource_id.as_deref());
+            ev_payload.push(&e.payload);
+            ev_occurred.push(e.occurred_at);
+        }
+    }
+    let inserted: Vec<(i64, String, String)> = sqlx::query_as(
+        "INSERT INTO webhook_events
+             (delivery_id, provider, external_id, event_type, resource_id, payload, occurred_at)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::jsonb[], $7::timestamptz[])
+         ON CONFLICT (provider, external_id) DO NOTHING
+         RETURNING id, provider, external_id",
+    )
+    .bind(&ev_delivery)
+    .bind(&ev_provider)
+    .bind(&ev_external)
+    .bind(&ev_type)
+    .bind(&ev_resource)
+    .bind(&ev_payload)
+    .bind(&ev_occurred)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut new_ids: HashMap<(String, String), i64> = inserted
+        .into_iter()
+        .map(|(id, p, e)| ((p, e), id))
+        .collect();
+
+    // Events of the batch that were stored before (by an earlier delivery) and are still
+    // `received`: their first publish failed or is in flight; publish them (again) now.
+    let mut unpublished: HashMap<(String, String), i64> = HashMap::new();
+    if new_ids.len() < ev_external.len() {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT e.id, e.provider, e.external_id FROM webhook_events e
+             JOIN UNNEST($1::text[], $2::text[]) AS k(provider, external_id)
+               ON e.provider = k.provider AND e.external_id = k.external_id
+             WHERE e.status = 'received'",
+        )
+        .bind(&ev_provider)
+        .bind(&ev_external)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, p, e) in rows {
+            unpublished.insert((p, e), id);
+        }
+    }
+    tx.commit().await?;
+
+    let mut to_publish = Vec::new();
+    let mut rows = Vec::with_capacity(batch.len());
+    for (job, delivery_id) in batch.iter().zip(delivery_ids) {
+        let mut r = JobRows { delivery_id, ..Default::default() };
+        for e in &job.delivery.events {
+            let key = (job.delivery.provider.to_owned(), e.external_id.clone());
+            // `remove`: the same event twice in one batch is new for the first delivery only.
+            if let Some(id) = new_ids.remove(&key) {
+                r.new_event_ids.push(id);
+                r.needs_broker = true;
+                to_publish.push(message(id, job.delivery.provider, e));
+            } else {
+                r.duplicates += 1;
+                if let Some(id) = unpublished.get(&key) {
+                    r.needs_broker = true;
+                    if !to_publish.iter().any(|m| m.id == *id) {
+                        to_publish.push(message(*id, job.delivery.provider, e));
+                    }
+                }
+            }
+        }
+        rows.push(r);
+    }
+    Ok((rows, to_publish))
+}
+
+fn message(id: i64, provider: &str, e: &NewEvent) -> EventMessage {
+    EventMessage {
+        id,
+        provider: provider.to_owned(),
+        external_id: e.external_id.clone(),
+        event_type: e.event_type.clone(),
+    }
+}
+
+/// Stamps events as published, unless a worker already moved them on.
+pub async fn mark_published(pool: &PgPool, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE webhook_events SET status = 'published', published_at = now()
+         WHERE id = ANY($1) AND status = 'received'",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
