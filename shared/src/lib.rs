@@ -7,15 +7,24 @@
 //! | [`json`] | strict JSON parsing (duplicate keys refused) |
 //! | [`db`] | PostgreSQL pool, database creation, migrations |
 //! | [`amqp`] | RabbitMQ topology and a confirmed publisher |
+//! | [`money`] | decimal amounts to integer minor units, exactly |
+//! | [`domain`] | one handler per event type: members, payments, ledger, domain outbox |
+//! | [`gateway`] | the gateways' APIs (enrichment, reconciliation) |
 //! | [`intake`] | group commit: persist deliveries, publish their events, then answer |
 //! | [`telemetry`] | logs and Prometheus metrics |
 //! | [`shutdown`] | the one signal passed down for graceful shutdown |
+//! | `testing` | test support: a database and AMQP prefix per test, fault-injecting proxy |
 
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod domain;
+pub mod gateway;
 pub mod intake;
 pub mod json;
+pub mod money;
 pub mod providers;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,1 @@
+//! Domain rules: events → members, payments, ledger (being written).

@@ -1,0 +1,1 @@
+//! Gateway API clients (being written).

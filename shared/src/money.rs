@@ -1,0 +1,1 @@
+//! Exact money conversion (being written).
