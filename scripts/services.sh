@@ -6,7 +6,7 @@
 #   scripts/services.sh up   [--stack NAME]   install what is missing, start both, print env
 #   scripts/services.sh down [--stack NAME]   stop both
 #   scripts/services.sh env  [--stack NAME]   print the export lines for DATABASE_URL/AMQP_URL
-#   scripts/services.sh restart-pg|restart-rabbit|stop-rabbit|start-rabbit [--stack NAME]
+#   scripts/services.sh restart-pg|restart-rabbit|stop-rabbit|start-rabbit|reset-rabbit [--stack NAME]
 #
 # Stacks: `dev` (ports 5432/5672, the defaults of DESIGN.md) and `test` (55432/55672, so the
 # test suite never collides with a running dev stack). PAYHOOK_STATE_DIR overrides where the
@@ -40,7 +40,11 @@ log() { printf '[services] %s\n' "$*" >&2; }
 # initdb and postgres refuse to run as root; RabbitMQ should not run as root either.
 as_user() {
   local user=$1; shift
-  if [ "$(id -u)" = 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
+  if [ "$(id -u)" != 0 ]; then "$@"
+  # setpriv keeps our raised open-files limit; runuser would reset it through PAM.
+  elif command -v setpriv >/dev/null 2>&1; then
+    setpriv --reuid="$user" --regid="$user" --init-groups env HOME="$(getent passwd "$user" | cut -d: -f6)" "$@"
+  else runuser -u "$user" -- "$@"; fi
 }
 
 pg_user() { if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi; }
@@ -142,6 +146,8 @@ EOF
     return
   fi
   log "starting RabbitMQ on 127.0.0.1:$amqp_port (node $node)"
+  # Every quorum queue holds file handles; the default 1024 runs out under a test suite.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   rmq_env /usr/lib/rabbitmq/bin/rabbitmq-server -detached
   as_user "$(rmq_user)" "${rmq_cmd[@]}" >/dev/null 2>&1
   for _ in $(seq 1 120); do
@@ -174,5 +180,11 @@ case "$cmd" in
   stop-rabbit) rabbit_down ;;
   start-rabbit) rabbit_up ;;
   restart-rabbit) rabbit_down; rabbit_up ;;
+  reset-rabbit)
+    # Deletes every queue and exchange of this stack's node (what earlier test runs left).
+    for step in stop_app reset start_app; do
+      rmq_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" -q "$step"
+      as_user "$(rmq_user)" "${rmq_cmd[@]}" >/dev/null
+    done ;;
   *) echo "unknown command: $cmd" >&2; exit 2 ;;
 esac

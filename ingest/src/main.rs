@@ -1,6 +1,5 @@
 //! `payhook-ingest`: receives gateway webhooks, stores and publishes them, then answers.
 
-use clap::Parser;
 use payhook_ingest::{Application, IngestConfig};
 use payhook_shared::config::{
     BrokerSettings, DatabaseSettings, IngestSettings, ProviderSecrets, SECRET_ENV_HELP,
@@ -9,7 +8,7 @@ use payhook_shared::config::{
 /// Receives payment-gateway webhooks (GoCardless, Paystack, Flutterwave, PayQI), verifies
 /// them on the raw bytes, stores them in PostgreSQL, publishes them to RabbitMQ with
 /// confirms, and only then answers 2xx.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(name = "payhook-ingest", version, after_help = SECRET_ENV_HELP)]
 struct Cli {
     #[command(flatten)]
@@ -22,7 +21,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = payhook_shared::config::parse_cli();
     payhook_shared::telemetry::init_logging();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,7 +34,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let secrets = ProviderSecrets::from_env(cli.ingest.payqi_tolerance_secs).map_err(anyhow::Error::msg)?;
+    let secrets =
+        ProviderSecrets::from_env(cli.ingest.payqi_tolerance_secs).map_err(anyhow::Error::msg)?;
     let shutdown = payhook_shared::shutdown::on_signal();
     let app = Application::build(IngestConfig {
         ingest: cli.ingest,

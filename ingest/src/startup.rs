@@ -63,7 +63,10 @@ impl Application {
         let names: Vec<&str> = providers.iter().map(|p| p.name()).collect();
         tracing::info!(providers = ?names, "webhook routes mounted");
 
-        let tls = match (&config.ingest.ingest_tls_cert, &config.ingest.ingest_tls_key) {
+        let tls = match (
+            &config.ingest.ingest_tls_cert,
+            &config.ingest.ingest_tls_key,
+        ) {
             (Some(cert), Some(key)) => Some(
                 tls::server_config(cert, key, config.ingest.ingest_client_ca.as_deref())
                     .context("TLS")?,
@@ -100,10 +103,15 @@ impl Application {
         }
         .run();
 
-        let ops_listener = TcpListener::bind(config.ingest.ingest_ops_addr)
-            .with_context(|| format!("binding INGEST_OPS_ADDR {}", config.ingest.ingest_ops_addr))?;
+        let ops_listener = TcpListener::bind(config.ingest.ingest_ops_addr).with_context(|| {
+            format!("binding INGEST_OPS_ADDR {}", config.ingest.ingest_ops_addr)
+        })?;
         let ops_addr = ops_listener.local_addr()?;
-        let ops_state = web::Data::new(ops::OpsState { pool, broker: broker.clone(), metrics });
+        let ops_state = web::Data::new(ops::OpsState {
+            pool,
+            broker: broker.clone(),
+            metrics,
+        });
         let ops_server = HttpServer::new(move || {
             App::new()
                 .app_data(ops_state.clone())
@@ -118,7 +126,14 @@ impl Application {
         .listen(ops_listener)?
         .run();
 
-        Ok(Self { webhook_addr, ops_addr, webhook_server, ops_server, intake_tasks, broker })
+        Ok(Self {
+            webhook_addr,
+            ops_addr,
+            webhook_server,
+            ops_server,
+            intake_tasks,
+            broker,
+        })
     }
 
     pub fn webhook_addr(&self) -> SocketAddr {
@@ -141,7 +156,10 @@ impl Application {
         a?;
         b?;
         // The servers are gone, and with them every handle to the intake: its tasks drain.
-        if tokio::time::timeout(Duration::from_secs(30), self.intake_tasks).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), self.intake_tasks)
+            .await
+            .is_err()
+        {
             tracing::warn!("intake did not drain within 30 s");
         }
         self.broker.close().await;

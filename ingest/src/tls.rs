@@ -20,7 +20,9 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// What a connection proved about its client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,18 +46,28 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
     let (config, verifier) = match client_ca {
-        None => (builder.with_no_client_auth().with_single_cert(certs, key)?, None),
+        None => (
+            builder.with_no_client_auth().with_single_cert(certs, key)?,
+            None,
+        ),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for c in load_certs(ca)? {
-                roots.add(c).context("INGEST_CLIENT_CA: a certificate could not be used as a CA")?;
+                roots
+                    .add(c)
+                    .context("INGEST_CLIENT_CA: a certificate could not be used as a CA")?;
             }
             let strict: Arc<dyn ClientCertVerifier> =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .context("INGEST_CLIENT_CA")?;
             let lenient = Arc::new(AskButAllow(strict.clone()));
-            (builder.with_client_cert_verifier(lenient).with_single_cert(certs, key)?, Some(strict))
+            (
+                builder
+                    .with_client_cert_verifier(lenient)
+                    .with_single_cert(certs, key)?,
+                Some(strict),
+            )
         }
     };
     let mut config = config;
@@ -64,7 +76,9 @@ pub fn server_config(
 }
 
 /// The per-connection hook: records whether the client proved a certificate from the CA.
-pub fn on_connect(verifier: Option<Arc<dyn ClientCertVerifier>>) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+pub fn on_connect(
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |conn, ext| {
         let Some(verifier) = &verifier else { return };
         let verdict = conn

@@ -9,7 +9,9 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -43,7 +45,9 @@ pub struct Names {
 
 impl Names {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
     /// Topic exchange the ingest publishes to; routing key `<provider>.<event_type>`.
     pub fn events_exchange(&self) -> String {
@@ -167,7 +171,9 @@ impl Broker {
         .map_err(|_| PublishError::Unavailable("connect timed out".into()))?
         .map_err(unavailable)?;
         let ch = conn.create_channel().await.map_err(unavailable)?;
-        declare_topology(&ch, &self.names).await.map_err(unavailable)?;
+        declare_topology(&ch, &self.names)
+            .await
+            .map_err(unavailable)?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(unavailable)?;
@@ -200,15 +206,38 @@ impl Broker {
             Ok(r) => r,
             Err(_) => Err(PublishError::Timeout(timeout)),
         };
-        if matches!(result, Err(PublishError::Unavailable(_) | PublishError::Timeout(_))) {
+        if matches!(
+            result,
+            Err(PublishError::Unavailable(_) | PublishError::Timeout(_))
+        ) {
             self.reset().await;
         }
         result
     }
 
-    /// True when the broker can be reached (for /readyz).
+    /// True when the broker answers a round trip now (for /readyz): a cached "connected"
+    /// status alone can lag a dead socket by a heartbeat interval.
     pub async fn ping(&self) -> bool {
-        self.channel().await.is_ok()
+        let Ok(ch) = self.channel().await else {
+            return false;
+        };
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let probe = ch.exchange_declare(
+            self.names.events_exchange().as_str().into(),
+            ExchangeKind::Topic,
+            passive,
+            FieldTable::default(),
+        );
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok(())) => true,
+            _ => {
+                self.reset().await;
+                false
+            }
+        }
     }
 
     /// Forgets the connection so the next use opens a new one.
@@ -238,7 +267,10 @@ async fn publish_all(ch: &Channel, messages: &[Outgoing]) -> Result<(), PublishE
             .basic_publish(
                 m.exchange.as_str().into(),
                 m.routing_key.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &m.body,
                 props,
             )
@@ -275,8 +307,14 @@ fn long_str(s: &str) -> AMQPValue {
 
 /// Declares every exchange, queue and binding; idempotent, run on every (re)connect.
 pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    let queue_opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let queue_opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     let no_args = FieldTable::default;
 
     for (name, kind) in [
@@ -285,16 +323,27 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), lapin::
         (names.dead_letter_exchange(), ExchangeKind::Fanout),
         (names.domain_exchange(), ExchangeKind::Topic),
     ] {
-        ch.exchange_declare(name.as_str().into(), kind, durable, no_args()).await?;
+        ch.exchange_declare(name.as_str().into(), kind, durable, no_args())
+            .await?;
     }
 
     let mut events_args = FieldTable::default();
     events_args
         .insert("x-queue-type".into(), long_str("quorum"))
-        .insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT))
-        .insert("x-dead-letter-exchange".into(), long_str(&names.dead_letter_exchange()));
-    ch.queue_declare(names.events_queue().as_str().into(), queue_opts, events_args)
-        .await?;
+        .insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        )
+        .insert(
+            "x-dead-letter-exchange".into(),
+            long_str(&names.dead_letter_exchange()),
+        );
+    ch.queue_declare(
+        names.events_queue().as_str().into(),
+        queue_opts,
+        events_args,
+    )
+    .await?;
     ch.queue_bind(
         names.events_queue().as_str().into(),
         names.events_exchange().as_str().into(),
@@ -321,10 +370,17 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), lapin::
         let queue = names.retry_queue(label);
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_str("quorum"))
-            .insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl.as_millis() as i64))
+            .insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(ttl.as_millis() as i64),
+            )
             // No dead-letter routing key: the message goes back with the key it was sent with.
-            .insert("x-dead-letter-exchange".into(), long_str(&names.events_exchange()));
-        ch.queue_declare(queue.as_str().into(), queue_opts, args).await?;
+            .insert(
+                "x-dead-letter-exchange".into(),
+                long_str(&names.events_exchange()),
+            );
+        ch.queue_declare(queue.as_str().into(), queue_opts, args)
+            .await?;
         let mut bind = FieldTable::default();
         bind.insert("x-match".into(), long_str("all"))
             .insert(RETRY_HEADER.into(), long_str(label));

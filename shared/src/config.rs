@@ -126,6 +126,32 @@ pub struct IngestSettings {
     pub ingest_timeout: Duration,
 }
 
+/// Parses the command line and env; a configuration error is ONE line on stderr
+/// (`payhook-ingest: invalid value ... for '--database-url <DATABASE_URL>' ...`) and exit 2.
+pub fn parse_cli<T: clap::Parser>() -> T {
+    use clap::error::ErrorKind;
+    match T::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            let bin = T::command().get_name().to_owned();
+            eprintln!("{bin}: {}", line.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Accepts `250ms`, `10s`, `15m`, `1h` (humantime syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("not a duration like 10s or 15m: {e}"))

@@ -30,7 +30,9 @@ pub async fn connect_and_migrate(settings: &DatabaseSettings) -> anyhow::Result<
         anyhow::Ok(pool)
     })
     .retry(startup_backoff())
-    .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "PostgreSQL not reachable yet"))
+    .notify(
+        |e, after| tracing::warn!(error = %e, retry_in = ?after, "PostgreSQL not reachable yet"),
+    )
     .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)

@@ -99,7 +99,11 @@ pub struct Intake {
 
 impl Intake {
     /// Starts the writer and publisher tasks; the handle resolves when both have drained.
-    pub fn start(pool: PgPool, broker: Arc<Broker>, config: IntakeConfig) -> (Self, JoinHandle<()>) {
+    pub fn start(
+        pool: PgPool,
+        broker: Arc<Broker>,
+        config: IntakeConfig,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>(config.batch_max * 4);
         // Capacity 1: at most one batch waits for confirms while the next is being written.
         let (ptx, prx) = mpsc::channel::<Committed>(1);
@@ -113,11 +117,18 @@ impl Intake {
     }
 
     /// Stores and publishes one delivery; resolves when it may be answered.
-    pub async fn submit(&self, delivery: Delivery, timeout: Duration) -> Result<Accepted, IntakeError> {
+    pub async fn submit(
+        &self,
+        delivery: Delivery,
+        timeout: Duration,
+    ) -> Result<Accepted, IntakeError> {
         let (reply, rx) = oneshot::channel();
         let job = Job { delivery, reply };
         let wait = async {
-            self.tx.send(job).await.map_err(|_| IntakeError::ShuttingDown)?;
+            self.tx
+                .send(job)
+                .await
+                .map_err(|_| IntakeError::ShuttingDown)?;
             rx.await.map_err(|_| IntakeError::ShuttingDown)?
         };
         match tokio::time::timeout(timeout, wait).await {
@@ -172,11 +183,16 @@ async fn publisher(
     config: IntakeConfig,
 ) {
     while let Some(Committed { jobs, to_publish }) = rx.recv().await {
-        let outgoing: Vec<Outgoing> =
-            to_publish.iter().map(|m| Outgoing::event(broker.names(), m)).collect();
+        let outgoing: Vec<Outgoing> = to_publish
+            .iter()
+            .map(|m| Outgoing::event(broker.names(), m))
+            .collect();
         let started = Instant::now();
-        let result = broker.publish_confirmed(&outgoing, config.confirm_timeout).await;
-        metrics::histogram!("payhook_publish_confirm_seconds").record(started.elapsed().as_secs_f64());
+        let result = broker
+            .publish_confirmed(&outgoing, config.confirm_timeout)
+            .await;
+        metrics::histogram!("payhook_publish_confirm_seconds")
+            .record(started.elapsed().as_secs_f64());
         let published = match &result {
             Ok(()) => {
                 let ids: Vec<i64> = to_publish.iter().map(|m| m.id).collect();
@@ -202,7 +218,11 @@ async fn publisher(
                 })
             } else {
                 Err(IntakeError::Broker(
-                    result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                    result
+                        .as_ref()
+                        .err()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                 ))
             };
             let _ = job.reply.send(answer);
@@ -212,7 +232,10 @@ async fn publisher(
 
 /// One transaction for the whole batch: deliveries, then events (duplicates skipped), then
 /// a look at the duplicates to find any that were never published.
-async fn persist(pool: &PgPool, batch: &[Job]) -> Result<(Vec<JobRows>, Vec<EventMessage>), sqlx::Error> {
+async fn persist(
+    pool: &PgPool,
+    batch: &[Job],
+) -> Result<(Vec<JobRows>, Vec<EventMessage>), sqlx::Error> {
     let mut tx = pool.begin().await?;
 
     // Ids first, so each event row can point at its delivery without relying on the order
@@ -302,7 +325,10 @@ async fn persist(pool: &PgPool, batch: &[Job]) -> Result<(Vec<JobRows>, Vec<Even
     let mut to_publish = Vec::new();
     let mut rows = Vec::with_capacity(batch.len());
     for (job, delivery_id) in batch.iter().zip(delivery_ids) {
-        let mut r = JobRows { delivery_id, ..Default::default() };
+        let mut r = JobRows {
+            delivery_id,
+            ..Default::default()
+        };
         for e in &job.delivery.events {
             let key = (job.delivery.provider.to_owned(), e.external_id.clone());
             // `remove`: the same event twice in one batch is new for the first delivery only.

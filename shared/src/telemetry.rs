@@ -11,7 +11,9 @@ pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,amq_protocol=warn"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -49,17 +51,38 @@ pub fn metrics() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("payhook_webhook_requests_total", "Webhook requests by provider and outcome");
-    describe_histogram!("payhook_webhook_request_seconds", Unit::Seconds, "Webhook request latency");
+    describe_counter!(
+        "payhook_webhook_requests_total",
+        "Webhook requests by provider and outcome"
+    );
+    describe_histogram!(
+        "payhook_webhook_request_seconds",
+        Unit::Seconds,
+        "Webhook request latency"
+    );
     describe_histogram!(
         "payhook_publish_confirm_seconds",
         Unit::Seconds,
         "Time to publish a batch and receive the broker's confirms"
     );
-    describe_histogram!("payhook_ingest_commit_seconds", Unit::Seconds, "Time to commit one ingest batch");
-    describe_histogram!("payhook_ingest_batch_size", "Deliveries per group-commit batch");
-    describe_counter!("payhook_events_processed_total", "Events handled by workers, by outcome");
-    describe_histogram!("payhook_event_processing_seconds", Unit::Seconds, "Time to apply one event");
+    describe_histogram!(
+        "payhook_ingest_commit_seconds",
+        Unit::Seconds,
+        "Time to commit one ingest batch"
+    );
+    describe_histogram!(
+        "payhook_ingest_batch_size",
+        "Deliveries per group-commit batch"
+    );
+    describe_counter!(
+        "payhook_events_processed_total",
+        "Events handled by workers, by outcome"
+    );
+    describe_histogram!(
+        "payhook_event_processing_seconds",
+        Unit::Seconds,
+        "Time to apply one event"
+    );
     describe_counter!("payhook_retries_total", "Events sent to a delay queue");
     describe_counter!("payhook_dead_letters_total", "Events that went dead");
     describe_gauge!("payhook_queue_depth", "Messages ready in each queue");
@@ -67,6 +90,12 @@ fn describe() {
         "payhook_outbox_oldest_unpublished_seconds",
         "Age of the oldest event or domain event not yet published"
     );
-    describe_gauge!("payhook_pending_payments", "Payments still pending or submitted");
-    describe_counter!("payhook_reconciler_runs_total", "Reconciler runs by outcome");
+    describe_gauge!(
+        "payhook_pending_payments",
+        "Payments still pending or submitted"
+    );
+    describe_counter!(
+        "payhook_reconciler_runs_total",
+        "Reconciler runs by outcome"
+    );
 }

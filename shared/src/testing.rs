@@ -29,7 +29,12 @@ pub fn unique_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos)
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
 }
 
 /// One test's private database and broker namespace.
@@ -73,14 +78,20 @@ impl TestEnv {
     pub fn database_via(&self, proxy: &Proxy) -> DatabaseSettings {
         let mut url = url::Url::parse(&self.database.database_url).unwrap();
         url.set_port(Some(proxy.addr().port())).unwrap();
-        DatabaseSettings { database_url: url.to_string(), ..self.database.clone() }
+        DatabaseSettings {
+            database_url: url.to_string(),
+            ..self.database.clone()
+        }
     }
 
     /// The same settings, but reaching RabbitMQ through `proxy`.
     pub fn broker_via(&self, proxy: &Proxy) -> BrokerSettings {
         let mut url = url::Url::parse(&self.broker.amqp_url).unwrap();
         url.set_port(Some(proxy.addr().port())).unwrap();
-        BrokerSettings { amqp_url: url.to_string(), ..self.broker.clone() }
+        BrokerSettings {
+            amqp_url: url.to_string(),
+            ..self.broker.clone()
+        }
     }
 
     /// Host and port of the real PostgreSQL.
@@ -93,9 +104,59 @@ impl TestEnv {
         host_port(&self.broker.amqp_url)
     }
 
+    /// Deletes this test's queues and exchanges, blocking (for `Drop`): every quorum queue
+    /// holds file handles in RabbitMQ, and hundreds left behind exhaust the node.
+    pub fn delete_topology_blocking(&self) {
+        let env = self.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(env.delete_topology());
+        })
+        .join();
+    }
+
+    async fn delete_topology(&self) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let Some(conn) = self.connect().await else {
+            return;
+        };
+        let names = self.names();
+        if let Ok(ch) = conn.create_channel().await {
+            for q in names.all_queues() {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in [
+                names.events_exchange(),
+                names.retry_exchange(),
+                names.dead_letter_exchange(),
+                names.domain_exchange(),
+            ] {
+                let _ = ch
+                    .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+
+    /// A connection to the test broker, or `None` after 5 s (a test must fail, not hang).
+    async fn connect(&self) -> Option<Connection> {
+        let connect = Connection::connect(&self.broker.amqp_url, ConnectionProperties::default());
+        tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Takes up to `max` messages from `queue`, waiting at most `wait` for each; acks them.
     pub async fn take_messages(&self, queue: &str, max: usize, wait: Duration) -> Vec<Message> {
-        let conn = Connection::connect(&self.broker.amqp_url, ConnectionProperties::default())
+        let conn = self
+            .connect()
             .await
             .expect("RabbitMQ is reachable (run scripts/test)");
         let ch = conn.create_channel().await.unwrap();
@@ -130,14 +191,18 @@ impl TestEnv {
 
     /// Messages ready in `queue` (0 if it does not exist).
     pub async fn queue_len(&self, queue: &str) -> u32 {
-        let conn = Connection::connect(&self.broker.amqp_url, ConnectionProperties::default())
+        let conn = self
+            .connect()
             .await
-            .expect("RabbitMQ is reachable");
+            .expect("RabbitMQ is reachable (run scripts/test)");
         let ch = conn.create_channel().await.unwrap();
         let n = ch
             .queue_declare(
                 queue.into(),
-                QueueDeclareOptions { passive: true, ..Default::default() },
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -195,7 +260,9 @@ impl Proxy {
         let (u, c) = (up.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
                 if !*u.lock().unwrap() {
                     drop(client);
                     continue;
@@ -209,7 +276,12 @@ impl Proxy {
                 c.lock().unwrap().push(task);
             }
         });
-        Self { addr, up, conns, accept }
+        Self {
+            addr,
+            up,
+            conns,
+            accept,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

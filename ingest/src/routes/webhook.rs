@@ -8,9 +8,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
-use tracing::Instrument;
 use payhook_shared::intake::{Delivery, Intake};
 use payhook_shared::providers::{Headers, Provider};
+use tracing::Instrument;
 
 use crate::error::WebhookError;
 use crate::tls::ClientCert;
@@ -36,7 +36,9 @@ pub async fn receive(
     let started = Instant::now();
     let provider = provider.get_ref().as_ref();
     let span = tracing::info_span!("webhook", provider = provider.name());
-    let result = handle(&req, payload, provider, &state).instrument(span.clone()).await;
+    let result = handle(&req, payload, provider, &state)
+        .instrument(span.clone())
+        .await;
     let (response, outcome) = match result {
         Ok(outcome) => {
             let status = StatusCode::from_u16(provider.accepted_status()).unwrap_or(StatusCode::OK);
@@ -64,7 +66,9 @@ async fn handle(
     state: &WebhookState,
 ) -> Result<&'static str, WebhookError> {
     if state.client_ca_required && provider.wants_client_cert() {
-        let verified = req.conn_data::<ClientCert>().is_some_and(|c| *c == ClientCert::Verified);
+        let verified = req
+            .conn_data::<ClientCert>()
+            .is_some_and(|c| *c == ClientCert::Verified);
         if !verified {
             return Err(WebhookError::ClientCertRequired);
         }
@@ -81,21 +85,32 @@ async fn handle(
         .unwrap_or_default();
     provider
         .verify(&headers, &body, now)
-        .map_err(|source| WebhookError::Signature { source, status: provider.rejected_signature_status() })?;
+        .map_err(|source| WebhookError::Signature {
+            source,
+            status: provider.rejected_signature_status(),
+        })?;
     let events = provider.parse(&body)?;
     let audit: serde_json::Map<String, serde_json::Value> = provider
         .audit_headers()
         .iter()
         .filter_map(|name| {
-            headers
-                .get(name)
-                .map(|v| ((*name).to_owned(), String::from_utf8_lossy(v).into_owned().into()))
+            headers.get(name).map(|v| {
+                (
+                    (*name).to_owned(),
+                    String::from_utf8_lossy(v).into_owned().into(),
+                )
+            })
         })
         .collect();
     let accepted = state
         .intake
         .submit(
-            Delivery { provider: provider.name(), headers: audit.into(), body, events },
+            Delivery {
+                provider: provider.name(),
+                headers: audit.into(),
+                body,
+                events,
+            },
             state.timeout,
         )
         .await?;
@@ -106,12 +121,19 @@ async fn handle(
         published = accepted.published,
         "webhook accepted"
     );
-    let outcome = if accepted.new_event_ids.is_empty() { "duplicate" } else { "accepted" };
+    let outcome = if accepted.new_event_ids.is_empty() {
+        "duplicate"
+    } else {
+        "accepted"
+    };
     Ok(outcome)
 }
 
 /// Reads the body up to [`MAX_BODY`]; a larger one is refused as soon as it is known to be.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<bytes::Bytes, WebhookError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<bytes::Bytes, WebhookError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)

@@ -1,1 +1,211 @@
-//! Domain rules: events → members, payments, ledger (being written).
+//! Domain rules: events → members, payments, ledger, domain outbox (DESIGN.md, "Domain rules").
+//!
+//! [`process_event`] applies one stored event in one PostgreSQL transaction: lock the event
+//! row, skip it if already done, run its handler, mark it processed (or ignored when no
+//! handler exists). Every business write is keyed by a gateway id, so running an event twice
+//! changes nothing; every change writes a domain event into `domain_outbox` in the same
+//! transaction.
+//!
+//! | module | what it is for |
+//! | --- | --- |
+//! | [`status`] | the forward-only payment state machine (pure) |
+//! | [`payments`] | upsert a payment through the state machine, ledger rows |
+//! | [`members`] | upsert members on mandate_id, member status over time |
+//! | [`outbox`] | domain events written beside the change |
+//! | [`events`] | the event row: load and lock, mark processed / retrying / dead, replay |
+//! | `gocardless_*`, `paystack`, `flutterwave`, `payqi` | one handler per event type |
+
+pub mod events;
+mod flutterwave;
+mod gocardless_mandates;
+mod gocardless_payments;
+pub mod members;
+pub mod outbox;
+pub mod payments;
+mod payqi;
+mod paystack;
+pub mod status;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::gateway::{GatewayError, Gateways};
+use crate::money::MoneyError;
+
+pub use events::{Event, Processed};
+
+/// Why an event could not be applied. Transient: try again later (the database or a gateway
+/// is away). Permanent: retrying won't help (the event is malformed, the gateway says 404, an
+/// amount cannot be converted exactly) — the event goes dead until an operator replays it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl DomainError {
+    pub fn permanent(msg: impl Into<String>) -> Self {
+        Self::Permanent(msg.into())
+    }
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+impl From<sqlx::Error> for DomainError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_transient_db_error(&e) {
+            Self::Transient(format!("database: {e}"))
+        } else {
+            Self::Permanent(format!("database: {e}"))
+        }
+    }
+}
+
+impl From<GatewayError> for DomainError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Transient(m) => Self::Transient(m),
+            // While processing an event a 404 is an answer: the thing does not exist.
+            GatewayError::NotFound(m) | GatewayError::Permanent(m) => Self::Permanent(m),
+        }
+    }
+}
+
+impl From<MoneyError> for DomainError {
+    fn from(e: MoneyError) -> Self {
+        Self::Permanent(format!("amount: {e}"))
+    }
+}
+
+/// Connection trouble, lock conflicts, an overloaded or restarting server: worth a retry.
+/// Constraint violations and decoding errors are the event's (or our code's) fault: not.
+pub fn is_transient_db_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // 08: connection exception, 40: serialization failure / deadlock,
+            // 53: insufficient resources, 57: operator intervention (admin shutdown), 58: I/O.
+            ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|class| c.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
+/// What handlers may use besides the database.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub gateways: Gateways,
+    /// `GOCARDLESS_RETRY_FAILED_PAYMENTS`: retry a payment that failed for insufficient funds,
+    /// once.
+    pub gocardless_retry_failed_payments: bool,
+}
+
+/// Whether an event had a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Applied,
+    /// No rule for this event type: kept as `ignored`, counted, never an error.
+    NoHandler,
+}
+
+/// Runs the handler of `event` inside the caller's transaction.
+pub async fn apply(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    event: &Event,
+) -> Result<Handled, DomainError> {
+    match (event.provider.as_str(), event.event_type.as_str()) {
+        ("gocardless", "mandates.created") => {
+            gocardless_mandates::created(conn, ctx, event).await?
+        }
+        ("gocardless", "mandates.cancelled" | "mandates.failed" | "mandates.expired") => {
+            gocardless_mandates::suspended(conn, event).await?
+        }
+        ("gocardless", "mandates.reinstated") => {
+            gocardless_mandates::reinstated(conn, event).await?
+        }
+        ("gocardless", "payments.created") => {
+            gocardless_payments::created(conn, ctx, event).await?
+        }
+        ("gocardless", "payments.submitted") => {
+            gocardless_payments::submitted(conn, ctx, event).await?
+        }
+        ("gocardless", "payments.confirmed") => {
+            gocardless_payments::confirmed(conn, ctx, event).await?
+        }
+        ("gocardless", "payments.paid_out") => {
+            gocardless_payments::paid_out(conn, ctx, event).await?
+        }
+        ("gocardless", "payments.failed") => gocardless_payments::failed(conn, ctx, event).await?,
+        ("gocardless", "payments.cancelled") => {
+            gocardless_payments::cancelled(conn, ctx, event).await?
+        }
+        ("gocardless", "payments.charged_back") => {
+            gocardless_payments::charged_back(conn, ctx, event).await?
+        }
+        ("paystack", "charge.success") => paystack::charge_success(conn, event).await?,
+        ("paystack", "refund.processed") => paystack::refund_processed(conn, event).await?,
+        ("flutterwave", "charge.completed") => flutterwave::charge_completed(conn, event).await?,
+        (
+            "payqi",
+            "payment.created" | "payment.pending" | "payment.completed" | "payment.failed"
+            | "payment.expired",
+        ) => payqi::payment(conn, event).await?,
+        _ => return Ok(Handled::NoHandler),
+    }
+    Ok(Handled::Applied)
+}
+
+/// Applies the event with id `event_id` in one transaction (see the module doc).
+pub async fn process_event(
+    pool: &PgPool,
+    ctx: &Context,
+    event_id: i64,
+) -> Result<Processed, DomainError> {
+    events::process(pool, ctx, event_id).await
+}
+
+// ---- small readers over event payloads, shared by the handlers ------------------------------
+
+/// The string at `path`, if present and a string.
+pub(crate) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(v, path)?.as_str().filter(|s| !s.is_empty())
+}
+
+/// An id at `path`: a non-empty string, or an integer written as text.
+pub(crate) fn id_at(v: &Value, path: &[&str]) -> Option<String> {
+    match at(v, path)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub(crate) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut cur = v;
+    for key in path {
+        cur = cur.get(key)?;
+    }
+    (!cur.is_null()).then_some(cur)
+}
+
+/// A required string, or a permanent error naming the field.
+pub(crate) fn required_str<'a>(v: &'a Value, path: &[&str]) -> Result<&'a str, DomainError> {
+    str_at(v, path).ok_or_else(|| DomainError::permanent(format!("{} is missing", path.join("."))))
+}
+
+/// The event's time (the gateway's, else when we received it).
+pub(crate) fn when(event: &Event) -> DateTime<Utc> {
+    event.occurred_at
+}

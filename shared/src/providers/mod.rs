@@ -119,7 +119,12 @@ pub trait Provider: Send + Sync {
 
     /// Header names worth keeping in the audit trail. Never a header carrying a secret.
     fn audit_headers(&self) -> &'static [&'static str] {
-        &["content-type", "user-agent", "x-forwarded-for", "x-request-id"]
+        &[
+            "content-type",
+            "user-agent",
+            "x-forwarded-for",
+            "x-request-id",
+        ]
     }
 
     /// Checks the delivery's signature over `body`, the raw bytes as received.
@@ -144,7 +149,10 @@ pub fn configured(secrets: &ProviderSecrets) -> Vec<Arc<dyn Provider>> {
         out.push(Arc::new(Flutterwave::new(s.clone())));
     }
     if let Some(s) = &secrets.payqi {
-        out.push(Arc::new(PayQi::new(s.clone(), secrets.payqi_tolerance_secs)));
+        out.push(Arc::new(PayQi::new(
+            s.clone(),
+            secrets.payqi_tolerance_secs,
+        )));
     }
     out
 }

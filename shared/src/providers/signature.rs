@@ -141,8 +141,14 @@ pub fn verify_shared_secret(
 }
 
 fn trim_ascii(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -159,7 +165,13 @@ mod tests {
         for key in ["old-secret", "new-secret"] {
             let sig = sign_hex(Digest::Sha256, key.as_bytes(), b"body");
             assert_eq!(
-                verify_hex_hmac("h", Some(sig.as_bytes()), Digest::Sha256, &secrets(), b"body"),
+                verify_hex_hmac(
+                    "h",
+                    Some(sig.as_bytes()),
+                    Digest::Sha256,
+                    &secrets(),
+                    b"body"
+                ),
                 Ok(())
             );
         }
@@ -169,7 +181,13 @@ mod tests {
     fn upper_case_hex_is_accepted() {
         let sig = sign_hex(Digest::Sha512, b"new-secret", b"body").to_uppercase();
         assert_eq!(
-            verify_hex_hmac("h", Some(sig.as_bytes()), Digest::Sha512, &secrets(), b"body"),
+            verify_hex_hmac(
+                "h",
+                Some(sig.as_bytes()),
+                Digest::Sha512,
+                &secrets(),
+                b"body"
+            ),
             Ok(())
         );
     }
@@ -177,7 +195,13 @@ mod tests {
     #[test]
     fn a_prefix_of_the_right_signature_is_refused() {
         let sig = sign_hex(Digest::Sha256, b"new-secret", b"body");
-        let r = verify_hex_hmac("h", Some(&sig.as_bytes()[..32]), Digest::Sha256, &secrets(), b"body");
+        let r = verify_hex_hmac(
+            "h",
+            Some(&sig.as_bytes()[..32]),
+            Digest::Sha256,
+            &secrets(),
+            b"body",
+        );
         assert_eq!(r, Err(VerifyError::Malformed("h")));
     }
 
@@ -189,7 +213,10 @@ mod tests {
 
     #[test]
     fn a_shared_secret_must_match_exactly() {
-        assert_eq!(verify_shared_secret("h", Some(b"new-secret"), &secrets()), Ok(()));
+        assert_eq!(
+            verify_shared_secret("h", Some(b"new-secret"), &secrets()),
+            Ok(())
+        );
         assert_eq!(
             verify_shared_secret("h", Some(b"new-secre"), &secrets()),
             Err(VerifyError::Mismatch)

@@ -1,0 +1,11 @@
+//! Ingest, end to end: real PostgreSQL, real RabbitMQ (started by `scripts/test`), one
+//! database and one AMQP prefix per test.
+
+mod bad_input;
+mod delivery;
+mod helpers;
+mod ops;
+mod outages;
+mod process;
+mod signatures;
+mod tls;

@@ -1,0 +1,118 @@
+//! The consume loop. One AMQP connection and channel for consuming (manual acks, prefetch
+//! bounded by `WORKER_PREFETCH`); each delivery runs in its own task, at most
+//! `WORKER_CONCURRENCY` at a time. A broken connection is reopened with backoff: the messages
+//! it had handed us unacked go back to the queue, and their redelivery changes nothing.
+//!
+//! On shutdown the consumer is cancelled first (no new deliveries), the tasks in flight finish
+//! and ack, and only then is the channel closed: prefetched messages never started return to
+//! the queue for another worker.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use payhook_shared::amqp::declare_topology;
+use payhook_shared::shutdown::CancellationToken;
+use tokio::sync::Semaphore;
+
+use crate::routing;
+use crate::startup::Shared;
+
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Consumes until `shutdown` is cancelled; returns once every event in flight is acked.
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(shared.concurrency));
+    let mut backoff = RECONNECT_MIN;
+    while !shutdown.is_cancelled() {
+        match session(&shared, &permits, &shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                shared.consuming.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, "consumer lost RabbitMQ; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+    shared.consuming.store(false, Ordering::Relaxed);
+    // Whatever session ended, let its tasks finish (they hold the permits).
+    let _ = permits.acquire_many(shared.concurrency as u32).await;
+}
+
+/// One connection's worth of consuming. `Ok` on shutdown, `Err` when the connection broke.
+async fn session(
+    shared: &Arc<Shared>,
+    permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&shared.amqp_url, ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+    let ch = conn.create_channel().await?;
+    declare_topology(&ch, &shared.names).await?;
+    ch.basic_qos(shared.prefetch, BasicQosOptions::default())
+        .await?;
+    let tag = format!("payhook-worker-{}-{}", std::process::id(), next_tag());
+    let mut consumer = ch
+        .basic_consume(
+            shared.names.events_queue().as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    shared.consuming.store(true, Ordering::Relaxed);
+    tracing::info!(queue = %shared.names.events_queue(), prefetch = shared.prefetch, "consuming");
+
+    let result = loop {
+        // A permit first: a delivery is only taken off the stream when a task can run it.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            d = consumer.next() => d,
+        };
+        match delivery {
+            Some(Ok(delivery)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    routing::handle(&shared, delivery).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => break Err(e.into()),
+            None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+        }
+    };
+
+    shared.consuming.store(false, Ordering::Relaxed);
+    if result.is_ok() {
+        tracing::info!("stopping: no new deliveries; finishing the events in flight");
+        let _ = ch
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        // Every permit back = every task done and acked; then the channel may close.
+        let _ = permits.acquire_many(shared.concurrency as u32).await;
+        let _ = conn.close(200, "shutdown".into()).await;
+    }
+    result
+}
+
+fn next_tag() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
