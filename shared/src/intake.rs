@@ -156,23 +156,45 @@ async fn writer(
         // A request that gave up (timeout) no longer waits; still store its delivery: the
         // gateway will retry and the retry is then a cheap duplicate.
         let started = Instant::now();
-        match persist(&pool, &batch).await {
-            Ok((rows, to_publish)) => {
-                metrics::histogram!("payhook_ingest_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                let jobs = batch.into_iter().zip(rows).collect();
-                if ptx.send(Committed { jobs, to_publish }).await.is_err() {
-                    return;
+        let result = persist(&pool, &batch).await;
+        metrics::histogram!("payhook_ingest_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let committed = match result {
+            Ok((rows, to_publish)) => vec![(batch, rows, to_publish)],
+            // One delivery the database refuses must not fail the others that shared its
+            // transaction: store them one by one. (When PostgreSQL is down, each fails fast.)
+            Err(e) if batch.len() > 1 && e.as_database_error().is_some() => {
+                tracing::warn!(error = %e, deliveries = batch.len(), "batch refused; storing its deliveries one by one");
+                let mut ok = Vec::new();
+                for job in batch {
+                    let one = [job];
+                    match persist(&pool, &one).await {
+                        Ok((rows, to_publish)) => ok.push((one.into(), rows, to_publish)),
+                        Err(e) => refuse(one.into(), &e),
+                    }
                 }
+                ok
             }
             Err(e) => {
-                tracing::error!(error = %e, deliveries = batch.len(), "storing a batch failed");
-                let err = IntakeError::Database(e.to_string());
-                for job in batch {
-                    let _ = job.reply.send(Err(err.clone()));
-                }
+                refuse(batch, &e);
+                Vec::new()
+            }
+        };
+        for (batch, rows, to_publish) in committed {
+            let jobs = batch.into_iter().zip(rows).collect();
+            if ptx.send(Committed { jobs, to_publish }).await.is_err() {
+                return;
             }
         }
+    }
+}
+
+/// Answers every job of a batch that could not be stored: 503, the gateway retries.
+fn refuse(batch: Vec<Job>, e: &sqlx::Error) {
+    tracing::error!(error = %e, deliveries = batch.len(), "storing deliveries failed");
+    let err = IntakeError::Database(e.to_string());
+    for job in batch {
+        let _ = job.reply.send(Err(err.clone()));
     }
 }
 

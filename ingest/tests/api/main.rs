@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod delivery;
+mod group_commit;
 mod helpers;
 mod ops;
 mod outages;
