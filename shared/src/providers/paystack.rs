@@ -27,23 +27,6 @@ impl Provider for Paystack {
         "paystack"
     }
 
-    fn accepted_status(&self) -> u16 {
-        200
-    }
-
-    fn rejected_signature_status(&self) -> u16 {
-        401
-    }
-
-    fn audit_headers(&self) -> &'static [&'static str] {
-        &[
-            "content-type",
-            "user-agent",
-            "x-forwarded-for",
-            "x-request-id",
-        ]
-    }
-
     fn verify(&self, headers: &Headers, body: &[u8], _now: i64) -> Result<(), VerifyError> {
         signature::verify_hex_hmac(
             SIGNATURE_HEADER,
