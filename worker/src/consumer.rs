@@ -28,18 +28,21 @@ const RECONNECT_MAX: Duration = Duration::from_secs(10);
 /// Consumes until `shutdown` is cancelled; returns once every event in flight is acked.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(shared.concurrency));
-    let mut backoff = RECONNECT_MIN;
+    let mut delays = reconnect_delays();
     while !shutdown.is_cancelled() {
         match session(&shared, &permits, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
-                shared.consuming.store(false, Ordering::Relaxed);
+                // A session that got as far as consuming was healthy: start the delays over.
+                if shared.consuming.swap(false, Ordering::Relaxed) {
+                    delays = reconnect_delays();
+                }
+                let backoff = delays.next().unwrap_or(RECONNECT_MAX);
                 tracing::warn!(error = %e, retry_in = ?backoff, "consumer lost RabbitMQ; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(RECONNECT_MAX);
             }
         }
     }
@@ -99,8 +102,10 @@ async fn session(
         }
     };
 
-    shared.consuming.store(false, Ordering::Relaxed);
+    // On an error `run` clears the flag (it reads it to tell a broken session from a failed
+    // connect).
     if result.is_ok() {
+        shared.consuming.store(false, Ordering::Relaxed);
         tracing::info!("stopping: no new deliveries; finishing the events in flight");
         let _ = ch
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
@@ -110,6 +115,17 @@ async fn session(
         let _ = conn.close(200, "shutdown".into()).await;
     }
     result
+}
+
+/// Exponential, with jitter so N workers don't reconnect in lockstep, forever.
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(RECONNECT_MIN)
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 fn next_tag() -> u64 {
