@@ -14,9 +14,7 @@ pub async fn poll(amqp_url: String, names: Names, every: Duration, shutdown: Can
     let mut conn: Option<Connection> = None;
     loop {
         if conn.as_ref().is_none_or(|c| !c.status().connected()) {
-            conn = Connection::connect(&amqp_url, ConnectionProperties::default())
-                .await
-                .ok();
+            conn = connect(&amqp_url, &names).await.ok();
         }
         if let Some(c) = &conn {
             if let Err(e) = sample(c, &names).await {
@@ -31,6 +29,16 @@ pub async fn poll(amqp_url: String, names: Names, every: Duration, shutdown: Can
     if let Some(c) = conn {
         let _ = c.close(200, "shutdown".into()).await;
     }
+}
+
+/// Connects and declares the topology (idempotent), so a worker that starts before anyone
+/// else declared it reads zeros instead of failing its passive declares.
+async fn connect(amqp_url: &str, names: &Names) -> Result<Connection, lapin::Error> {
+    let conn = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    payhook_shared::amqp::declare_topology(&ch, names).await?;
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(conn)
 }
 
 async fn sample(conn: &Connection, names: &Names) -> Result<(), lapin::Error> {
