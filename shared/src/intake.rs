@@ -382,14 +382,17 @@ fn message(id: i64, provider: &str, e: &NewEvent) -> EventMessage {
     }
 }
 
-/// Stamps events as published, unless a worker already moved them on.
+/// Stamps events as published. A worker may have finished one already (its confirm raced
+/// ours): its status stays, but `published_at` is still recorded once.
 pub async fn mark_published(pool: &PgPool, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "UPDATE webhook_events SET status = 'published', published_at = now()
-         WHERE id = ANY($1) AND status = 'received'",
+        "UPDATE webhook_events
+         SET status = CASE WHEN status = 'received' THEN 'published' ELSE status END,
+             published_at = COALESCE(published_at, now())
+         WHERE id = ANY($1) AND (status = 'received' OR published_at IS NULL)",
     )
     .bind(ids)
     .execute(pool)

@@ -103,3 +103,30 @@ async fn a_delivery_the_database_refuses_does_not_fail_the_others_in_its_batch()
     assert!(!batches.contains(&"e5".to_string()));
     env.delete_topology_blocking();
 }
+
+#[tokio::test]
+async fn marking_published_keeps_a_status_a_worker_already_set_and_still_records_the_time() {
+    let env = TestEnv::new();
+    let pool = env.pool().await;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO webhook_events (provider, external_id, event_type, payload, status)
+         VALUES ('payqi', 'a', 'payment.completed', '{}', 'received'),
+                ('payqi', 'b', 'payment.completed', '{}', 'processed')
+         RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    payhook_shared::intake::mark_published(&pool, &ids)
+        .await
+        .unwrap();
+    let rows: Vec<(String, bool)> =
+        sqlx::query_as("SELECT status, published_at IS NOT NULL FROM webhook_events ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![("published".into(), true), ("processed".into(), true)]
+    );
+}
