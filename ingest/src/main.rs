@@ -42,6 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         database: cli.database,
         broker: cli.broker,
         secrets,
+        admin_token: payhook_shared::config::token_from_env("PAYHOOK_ADMIN_TOKEN"),
     })
     .await?;
     app.run_until_stopped(shutdown).await

@@ -14,7 +14,7 @@ use payhook_shared::providers::{self, Provider};
 use payhook_shared::shutdown::CancellationToken;
 use tokio::task::JoinHandle;
 
-use crate::routes::{ops, webhook};
+use crate::routes::{admin, ops, webhook};
 use crate::tls;
 
 /// Everything ingest is configured with.
@@ -24,6 +24,8 @@ pub struct IngestConfig {
     pub database: DatabaseSettings,
     pub broker: BrokerSettings,
     pub secrets: ProviderSecrets,
+    /// `PAYHOOK_ADMIN_TOKEN` (environment only); `None`: the admin API answers 404.
+    pub admin_token: Option<String>,
 }
 
 /// A built, bound, not yet running ingest service.
@@ -107,6 +109,14 @@ impl Application {
             format!("binding INGEST_OPS_ADDR {}", config.ingest.ingest_ops_addr)
         })?;
         let ops_addr = ops_listener.local_addr()?;
+        let admin_state = web::Data::new(admin::AdminState {
+            pool: pool.clone(),
+            broker: broker.clone(),
+            token: config.admin_token.clone(),
+        });
+        if config.admin_token.is_none() {
+            tracing::info!("PAYHOOK_ADMIN_TOKEN unset: the admin API is off");
+        }
         let ops_state = web::Data::new(ops::OpsState {
             pool,
             broker: broker.clone(),
@@ -115,9 +125,11 @@ impl Application {
         let ops_server = HttpServer::new(move || {
             App::new()
                 .app_data(ops_state.clone())
+                .app_data(admin_state.clone())
                 .route("/healthz", web::get().to(ops::healthz))
                 .route("/readyz", web::get().to(ops::readyz))
                 .route("/metrics", web::get().to(ops::metrics))
+                .configure(admin::configure)
                 .default_service(web::to(not_found))
         })
         .workers(1)

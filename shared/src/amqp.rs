@@ -197,11 +197,31 @@ impl Broker {
         messages: &[Outgoing],
         timeout: Duration,
     ) -> Result<(), PublishError> {
+        self.publish(messages, timeout, true).await
+    }
+
+    /// Like [`Broker::publish_confirmed`], but not `mandatory`: a message no queue is bound
+    /// for is dropped by the broker and still counts as published. For the domain exchange,
+    /// where downstream systems come and go and nobody listening is not an error.
+    pub async fn publish_confirmed_unrouted_ok(
+        &self,
+        messages: &[Outgoing],
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        self.publish(messages, timeout, false).await
+    }
+
+    async fn publish(
+        &self,
+        messages: &[Outgoing],
+        timeout: Duration,
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
         if messages.is_empty() {
             return Ok(());
         }
         let ch = self.channel().await?;
-        let result = tokio::time::timeout(timeout, publish_all(&ch, messages)).await;
+        let result = tokio::time::timeout(timeout, publish_all(&ch, messages, mandatory)).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(PublishError::Timeout(timeout)),
@@ -253,7 +273,11 @@ impl Broker {
     }
 }
 
-async fn publish_all(ch: &Channel, messages: &[Outgoing]) -> Result<(), PublishError> {
+async fn publish_all(
+    ch: &Channel,
+    messages: &[Outgoing],
+    mandatory: bool,
+) -> Result<(), PublishError> {
     let mut confirms = Vec::with_capacity(messages.len());
     for m in messages {
         let mut props = BasicProperties::default()
@@ -268,7 +292,7 @@ async fn publish_all(ch: &Channel, messages: &[Outgoing]) -> Result<(), PublishE
                 m.exchange.as_str().into(),
                 m.routing_key.as_str().into(),
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..Default::default()
                 },
                 &m.body,

@@ -11,6 +11,8 @@
 //! | [`domain`] | one handler per event type: members, payments, ledger, domain outbox |
 //! | [`gateway`] | the gateways' APIs (enrichment, reconciliation) |
 //! | [`intake`] | group commit: persist deliveries, publish their events, then answer |
+//! | [`lookup`] | operator look-ups: search, timelines, counts by status, expected payments |
+//! | [`replay`] | put events back in line and publish them again (CLI and admin API) |
 //! | [`telemetry`] | logs and Prometheus metrics |
 //! | [`shutdown`] | the one signal passed down for graceful shutdown |
 //! | `testing` | test support: a database and AMQP prefix per test, fault-injecting proxy |
@@ -22,8 +24,10 @@ pub mod domain;
 pub mod gateway;
 pub mod intake;
 pub mod json;
+pub mod lookup;
 pub mod money;
 pub mod providers;
+pub mod replay;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

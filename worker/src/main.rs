@@ -4,8 +4,13 @@
 use clap::Subcommand;
 use payhook_shared::amqp::Broker;
 use payhook_shared::config::{BrokerSettings, DatabaseSettings};
-use payhook_worker::settings::WORKER_SECRET_ENV_HELP;
+use payhook_shared::gateway::{GatewaySettings, Gateways};
+use payhook_worker::reconciler::Reconciler;
+use payhook_worker::settings::{ReconcileSettings, WORKER_SECRET_ENV_HELP};
 use payhook_worker::{replay, Worker, WorkerConfig, WorkerSettings};
+
+mod send_test;
+mod show;
 
 /// Consumes payhook's events from RabbitMQ and applies them to PostgreSQL — members,
 /// payments, the ledger — exactly once in effect, with retries and dead letters.
@@ -25,7 +30,46 @@ enum Command {
     Run(RunArgs),
     /// Publish events again; they end processed once the cause of their failure is fixed.
     Replay(ReplayArgs),
+    /// Run one reconciler pass now: relay unpublished events and domain events, check
+    /// pending payments with their gateways; prints what it did.
+    #[command(after_help = WORKER_SECRET_ENV_HELP)]
+    Reconcile(ReconcileArgs),
+    /// Where is a payment and why did it fail: the payment or member a reference, gateway
+    /// payment id, mandate id, email or event id names, with its events in time order
+    /// (status, attempts, last error).
+    Show(ShowArgs),
+    /// Sign a sample webhook with the gateway's configured secret (first of the list), post it
+    /// to ingest and say what came back, like a gateway dashboard's "send test webhook".
+    #[command(after_help = SEND_TEST_ENV_HELP)]
+    SendTest(SendTestArgs),
 }
+
+#[derive(clap::Args, Debug)]
+struct ShowArgs {
+    /// A payment reference or gateway payment id, a mandate id, a member's email, payhook's
+    /// event id or the gateway's event id.
+    query: String,
+    #[command(flatten)]
+    database: DatabaseSettings,
+}
+
+#[derive(clap::Args, Debug)]
+struct SendTestArgs {
+    /// The gateway to imitate.
+    #[arg(value_parser = ["gocardless", "paystack", "flutterwave", "payqi"])]
+    provider: String,
+    /// Base URL of ingest's webhook listener (INGEST_ADDR).
+    #[arg(
+        long,
+        env = "PAYHOOK_INGEST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    ingest_url: String,
+}
+
+const SEND_TEST_ENV_HELP: &str = "\
+Secrets (environment only; the first secret of the list signs the test webhook):
+  GOCARDLESS_WEBHOOK_SECRET, PAYSTACK_SECRET_KEY, FLUTTERWAVE_SECRET_HASH, PAYQI_WEBHOOK_SECRET";
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
@@ -51,6 +95,25 @@ struct ReplayArgs {
     broker: BrokerSettings,
 }
 
+#[derive(clap::Args, Debug)]
+struct ReconcileArgs {
+    /// One pass, then exit (the only mode: the periodic passes run inside `payhook-worker run`).
+    #[arg(long, required = true)]
+    once: bool,
+    /// How long to wait for a pass already running on a worker to end before giving up
+    /// (exit 1).
+    #[arg(long, default_value = "5m", value_parser = payhook_shared::config::parse_duration)]
+    wait: std::time::Duration,
+    #[command(flatten)]
+    reconcile: ReconcileSettings,
+    #[command(flatten)]
+    gateways: GatewaySettings,
+    #[command(flatten)]
+    database: DatabaseSettings,
+    #[command(flatten)]
+    broker: BrokerSettings,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // A configuration error is one line on stderr and exit 2, as for payhook-ingest.
@@ -60,6 +123,11 @@ async fn main() -> std::process::ExitCode {
         None => run(cli.run).await,
         Some(Command::Run(args)) => run(args).await,
         Some(Command::Replay(args)) => replay(args).await,
+        Some(Command::Reconcile(args)) => reconcile(args).await,
+        Some(Command::Show(args)) => show(args).await,
+        Some(Command::SendTest(args)) => {
+            send_test::send_test(&args.provider, &args.ingest_url).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -96,4 +164,45 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         anyhow::bail!("no event matches: {}", report.unknown.join(", "));
     }
     Ok(())
+}
+
+async fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let pool = payhook_shared::db::connect_and_migrate(&args.database).await?;
+    print!("{}", show::show(&pool, &args.query).await?);
+    Ok(())
+}
+
+/// `reconcile --once`: waits for a pass running on a worker to end (they never overlap), runs
+/// one, prints its summary. Exit 1 when a step failed on our side or the wait ran out.
+async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
+    let pool = payhook_shared::db::connect_and_migrate(&args.database).await?;
+    let gateways = Gateways::from_settings(&args.gateways).map_err(anyhow::Error::msg)?;
+    let broker = std::sync::Arc::new(Broker::new(&args.broker));
+    let reconciler = Reconciler {
+        pool,
+        broker: broker.clone(),
+        gateways,
+        settings: args.reconcile,
+        shutdown: payhook_shared::shutdown::on_signal(),
+    };
+    let summary = reconciler.once(args.wait).await;
+    broker.close().await;
+    let Some(summary) = summary? else {
+        anyhow::bail!(
+            "a reconcile pass was still running on a worker after {}; try again later",
+            humantime_secs(args.wait)
+        );
+    };
+    println!("reconcile: {summary}");
+    if summary.failed_steps > 0 {
+        anyhow::bail!(
+            "{} step(s) failed; see the log lines above",
+            summary.failed_steps
+        );
+    }
+    Ok(())
+}
+
+fn humantime_secs(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs())
 }

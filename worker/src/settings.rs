@@ -34,6 +34,54 @@ pub struct WorkerSettings {
 
     #[command(flatten)]
     pub gateways: GatewaySettings,
+
+    #[command(flatten)]
+    pub reconcile: ReconcileSettings,
+}
+
+/// Settings of the reconciler (`run` and `reconcile --once`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReconcileSettings {
+    /// How often one of the workers runs a reconciler pass (relays, pending payments).
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// Age after which an event still `received` is published by the relay (younger ones are
+    /// most likely still on their way through ingest).
+    #[arg(long, env = "RELAY_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub relay_after: Duration,
+
+    /// Age (since its last change) after which a pending or submitted payment is checked
+    /// with its gateway's API; also the least time between two checks of one payment.
+    #[arg(long, env = "PENDING_AFTER", default_value = "15m", value_parser = parse_duration)]
+    pub pending_after: Duration,
+
+    /// Events or domain events published per confirm wait by the relays.
+    #[arg(long, env = "RELAY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub relay_batch: u32,
+
+    /// Most payments checked per gateway in one pass (the oldest checks first).
+    #[arg(long, env = "RECONCILE_CHECKS_PER_PASS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reconcile_checks_per_pass: u32,
+
+    /// Least time between two calls to one gateway's API (its rate limit); gateways are
+    /// called side by side.
+    #[arg(long, env = "RECONCILE_GATEWAY_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub reconcile_gateway_interval: Duration,
+}
+
+impl Default for ReconcileSettings {
+    /// The same values as the flags' defaults.
+    fn default() -> Self {
+        Self {
+            reconcile_interval: Duration::from_secs(60),
+            relay_after: Duration::from_secs(5),
+            pending_after: Duration::from_secs(15 * 60),
+            relay_batch: 500,
+            reconcile_checks_per_pass: 100,
+            reconcile_gateway_interval: Duration::from_millis(250),
+        }
+    }
 }
 
 /// Everything the worker is configured with.
@@ -54,3 +102,24 @@ Secrets (environment only):
 Logging:
   RUST_LOG                    tracing filter (default: info)
   LOG_FORMAT                  `json` for JSON log lines (default: text)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        reconcile: ReconcileSettings,
+    }
+
+    #[test]
+    fn the_default_reconcile_settings_are_the_flags_defaults() {
+        let cli = Cli::try_parse_from(["payhook-worker"]).unwrap();
+        assert_eq!(
+            format!("{:?}", cli.reconcile),
+            format!("{:?}", ReconcileSettings::default())
+        );
+    }
+}

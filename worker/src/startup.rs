@@ -13,14 +13,15 @@ use payhook_shared::gateway::Gateways;
 use payhook_shared::shutdown::CancellationToken;
 use sqlx::PgPool;
 
-use crate::settings::WorkerConfig;
+use crate::reconciler::{self, Reconciler};
+use crate::settings::{ReconcileSettings, WorkerConfig};
 use crate::{consumer, ops, queue_depth};
 
 /// What every task of a worker shares.
 pub struct Shared {
     pub pool: PgPool,
-    /// Publisher (confirm mode) for the retry and dead-letter copies.
-    pub broker: Broker,
+    /// Publisher (confirm mode) for the retry and dead-letter copies and the reconciler.
+    pub broker: Arc<Broker>,
     pub names: Names,
     pub ctx: Context,
     pub amqp_url: String,
@@ -36,6 +37,7 @@ pub struct Worker {
     ops_server: Server,
     shared: Arc<Shared>,
     queue_poll: std::time::Duration,
+    reconcile: ReconcileSettings,
 }
 
 impl Worker {
@@ -44,6 +46,7 @@ impl Worker {
     /// so meanwhile.
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let metrics = payhook_shared::telemetry::metrics();
+        reconciler::register_metrics();
         let pool = payhook_shared::db::connect_and_migrate(&config.database)
             .await
             .context("PostgreSQL")?;
@@ -51,7 +54,7 @@ impl Worker {
             Gateways::from_settings(&config.worker.gateways).map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared {
             pool: pool.clone(),
-            broker: Broker::new(&config.broker),
+            broker: Arc::new(Broker::new(&config.broker)),
             names: Names::new(&config.broker.amqp_prefix),
             ctx: Context {
                 gateways,
@@ -94,6 +97,7 @@ impl Worker {
             ops_server,
             shared,
             queue_poll: config.worker.worker_queue_poll,
+            reconcile: config.worker.reconcile.clone(),
         })
     }
 
@@ -101,8 +105,9 @@ impl Worker {
         self.ops_addr
     }
 
-    /// Consumes until `shutdown` is cancelled, then stops taking messages, finishes and acks
-    /// the events in flight, and returns.
+    /// Consumes and reconciles until `shutdown` is cancelled, then stops taking messages,
+    /// finishes and acks the events in flight, ends (or cuts short) a reconcile pass, and
+    /// returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(
             ops = %self.ops_addr,
@@ -119,10 +124,22 @@ impl Worker {
             shutdown.clone(),
         ));
 
+        let reconciler = tokio::spawn(
+            Arc::new(Reconciler {
+                pool: self.shared.pool.clone(),
+                broker: self.shared.broker.clone(),
+                gateways: self.shared.ctx.gateways.clone(),
+                settings: self.reconcile,
+                shutdown: shutdown.clone(),
+            })
+            .run(),
+        );
+
         consumer::run(self.shared.clone(), shutdown.clone()).await;
 
-        // The queue-depth poller stops on the same token.
+        // The queue-depth poller and the reconciler stop on the same token.
         let _ = poller.await;
+        let _ = reconciler.await;
         ops_handle.stop(true).await;
         let _ = ops.await;
         self.shared.broker.close().await;

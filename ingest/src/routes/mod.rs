@@ -1,4 +1,6 @@
-//! HTTP routes: the public webhook endpoints and the ops endpoints.
+//! HTTP routes: the public webhook endpoints, the ops endpoints, and the admin API with its
+//! ops console (on the ops listener).
 
+pub mod admin;
 pub mod ops;
 pub mod webhook;

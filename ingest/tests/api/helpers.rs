@@ -14,6 +14,8 @@ use sqlx::PgPool;
 /// Each provider is configured with two secrets, as during a rotation.
 pub const OLD_SECRET: &str = "old-secret-0123456789";
 pub const NEW_SECRET: &str = "new-secret-9876543210";
+/// The admin API's bearer token in tests.
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
 pub struct TestApp {
     pub address: String,
@@ -55,6 +57,7 @@ pub fn test_config(env: &TestEnv) -> IngestConfig {
         database: env.database.clone(),
         broker: env.broker.clone(),
         secrets: all_secrets(),
+        admin_token: Some(ADMIN_TOKEN.into()),
     }
 }
 

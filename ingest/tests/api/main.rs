@@ -1,6 +1,7 @@
 //! Ingest, end to end: real PostgreSQL, real RabbitMQ (started by `scripts/test`), one
 //! database and one AMQP prefix per test.
 
+mod admin;
 mod bad_input;
 mod delivery;
 mod group_commit;

@@ -188,7 +188,7 @@ mod payqi_timestamp {
         assert_refused(
             Gateway::PayQi,
             &body,
-            headers_at(&body, Some((now() - 301).to_string())),
+            headers_at(&body, Some((now() - 310).to_string())),
         )
         .await;
     }
@@ -199,7 +199,7 @@ mod payqi_timestamp {
         assert_refused(
             Gateway::PayQi,
             &body,
-            headers_at(&body, Some((now() + 301).to_string())),
+            headers_at(&body, Some((now() + 310).to_string())),
         )
         .await;
     }

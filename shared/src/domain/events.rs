@@ -186,20 +186,6 @@ pub async fn dead_events(pool: &PgPool) -> Result<Vec<ReplayTarget>, sqlx::Error
     .await
 }
 
-/// Puts an event back in line before it is published again: not done yet, attempts from
-/// zero (so it gets every retry again). A processed or ignored event is left as it is: the
-/// worker will skip it.
-pub async fn reset_for_replay(pool: &PgPool, event_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhook_events SET status = 'published', attempts = 0, published_at = now()
-         WHERE id = $1 AND status NOT IN ('processed', 'ignored')",
-    )
-    .bind(event_id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Error texts are ours (no personal data), but may quote a long chain; keep the column tidy.
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(2000) {

@@ -14,6 +14,7 @@
 //! | [`outbox`] | domain events written beside the change |
 //! | [`events`] | the event row: load and lock, mark processed / retrying / dead, replay |
 //! | `gocardless_*`, `paystack`, `flutterwave`, `payqi` | one handler per event type |
+//! | [`reconcile`] | `reconcile.<status>`: a gateway API's answer the reconciler stored |
 
 pub mod events;
 mod flutterwave;
@@ -24,6 +25,7 @@ pub mod outbox;
 pub mod payments;
 mod payqi;
 mod paystack;
+pub mod reconcile;
 pub mod status;
 
 use chrono::{DateTime, Utc};
@@ -162,6 +164,8 @@ pub async fn apply(
             "payment.created" | "payment.pending" | "payment.completed" | "payment.failed"
             | "payment.expired",
         ) => payqi::payment(conn, event).await?,
+        // Any provider: the reconciler's record of what the gateway's API answered.
+        (_, t) if t.starts_with("reconcile.") => reconcile::payment(conn, event).await?,
         _ => return Ok(Handled::NoHandler),
     }
     Ok(Handled::Applied)

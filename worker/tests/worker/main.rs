@@ -2,10 +2,12 @@
 //! gateway API on loopback: events are stored and published exactly as ingest does, a worker
 //! consumes them, and each test checks the rows and the broker's queues.
 
+mod cli;
 mod delivery;
 mod failures;
 mod gocardless_mandates;
 mod gocardless_payments;
 mod other_gateways;
 mod process;
+mod reconciler;
 mod support;

@@ -89,6 +89,7 @@ impl Harness {
                 worker_queue_poll: Duration::from_millis(200),
                 gocardless_retry_failed_payments: self.retry_failed_payments,
                 gateways: self.gateway_settings(),
+                reconcile: Default::default(),
             },
             database: self.env.database.clone(),
             broker: self.env.broker.clone(),
@@ -536,4 +537,229 @@ async fn serve(
     let mut stream = reader.into_inner();
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+// ---- reconciler ------------------------------------------------------------------------------
+
+/// Sets the API tokens of the gateways other than GoCardless (the harness sets that one), before
+/// any worker reads them; every test sets the same values.
+pub fn gateway_tokens() {
+    static TOKENS: Once = Once::new();
+    TOKENS.call_once(|| {
+        std::env::set_var("PAYSTACK_API_TOKEN", "ps-test-token");
+        std::env::set_var("FLUTTERWAVE_API_TOKEN", "fw-test-token");
+        std::env::set_var("PAYQI_API_TOKEN", "pq-test-token");
+    });
+}
+
+/// Reconciler settings for tests: every pending payment older than a minute is due, every
+/// `received` event at once, no rate-limit wait worth the name.
+pub fn fast_reconcile() -> payhook_worker::settings::ReconcileSettings {
+    payhook_worker::settings::ReconcileSettings {
+        reconcile_interval: Duration::from_millis(200),
+        relay_after: Duration::ZERO,
+        pending_after: Duration::from_secs(60),
+        relay_batch: 50,
+        reconcile_checks_per_pass: 100,
+        reconcile_gateway_interval: Duration::from_millis(1),
+    }
+}
+
+impl Harness {
+    /// Starts one more in-process worker with this configuration; returns its ops address.
+    pub async fn spawn_worker_with(&mut self, config: WorkerConfig) -> SocketAddr {
+        let worker = Worker::build(config).await.expect("worker builds");
+        let addr = worker.ops_addr();
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(worker.run_until_stopped(token.clone()));
+        self.workers.push((token, handle, addr));
+        self.wait_ready(addr).await;
+        addr
+    }
+
+    /// A reconciler on this test's world (its own broker connection), for one pass at a time.
+    pub fn reconciler(&self) -> payhook_worker::reconciler::Reconciler {
+        gateway_tokens();
+        payhook_worker::reconciler::Reconciler {
+            pool: self.pool.clone(),
+            broker: Arc::new(Broker::new(&self.env.broker)),
+            gateways: payhook_shared::gateway::Gateways::from_settings(&self.gateway_settings())
+                .unwrap(),
+            settings: fast_reconcile(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// A payment registered as expected (as `POST /admin/payments` does), last changed an
+    /// hour ago: due for a check.
+    pub async fn pending_payment(
+        &self,
+        provider: &str,
+        external_id: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> i64 {
+        sqlx::query_scalar(
+            "INSERT INTO payments (provider, external_id, reference, amount_minor, currency, status,
+                                   created_at, updated_at)
+             VALUES ($1, $2, $2, $3, $4, 'pending', now() - interval '1 hour', now() - interval '1 hour')
+             RETURNING id",
+        )
+        .bind(provider)
+        .bind(external_id)
+        .bind(amount_minor)
+        .bind(currency)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Turns stored events back into never-published ones, received a minute ago (as if the
+    /// broker had been down when they came in).
+    pub async fn unpublish(&self, ids: &[i64]) {
+        sqlx::query(
+            "UPDATE webhook_events SET status = 'received', published_at = NULL,
+                    received_at = now() - interval '1 minute'
+             WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
+    /// The events of a payment in time order: (event_type, external_id, status, delivery_id).
+    pub async fn history(
+        &self,
+        provider: &str,
+        resource: &str,
+    ) -> Vec<(String, String, String, Option<i64>)> {
+        sqlx::query_as(
+            "SELECT event_type, external_id, status, delivery_id FROM webhook_events
+             WHERE provider = $1 AND resource_id = $2 ORDER BY id",
+        )
+        .bind(provider)
+        .bind(resource)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as printed), if listed.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// `/metrics` of the worker at `addr`, if it answers.
+pub async fn scrape(addr: SocketAddr) -> Option<String> {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// A loopback port free right now (for a worker binary's ops listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A message read from a [`DomainTap`].
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub persistent: bool,
+    pub body: Value,
+}
+
+/// A downstream system's view of `<prefix>.domain`: a server-named, exclusive queue bound with
+/// `#`. RabbitMQ deletes it when its connection closes ([`DomainTap::close`], or the test
+/// process ending).
+pub struct DomainTap {
+    conn: lapin::Connection,
+    ch: lapin::Channel,
+    queue: String,
+}
+
+impl DomainTap {
+    /// Binds the tap (the harness's broker has declared the exchange).
+    pub async fn bind(h: &Harness) -> Self {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        let conn = lapin::Connection::connect(
+            &h.env.broker.amqp_url,
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("RabbitMQ is reachable");
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let queue = q.name().to_string();
+        ch.queue_bind(
+            queue.as_str().into(),
+            h.env.names().domain_exchange().as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        Self { conn, ch, queue }
+    }
+
+    /// Every message that arrives until none came for `quiet`, acked.
+    pub async fn drain(&self, quiet: Duration) -> Vec<Tapped> {
+        use lapin::options::{BasicAckOptions, BasicGetOptions};
+        let mut out = Vec::new();
+        let mut last = Instant::now();
+        while last.elapsed() < quiet {
+            let got = self
+                .ch
+                .basic_get(
+                    self.queue.as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await
+                .unwrap();
+            let Some(m) = got else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let d = m.delivery;
+            out.push(Tapped {
+                routing_key: d.routing_key.to_string(),
+                message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+                persistent: *d.properties.delivery_mode() == Some(2),
+                body: serde_json::from_slice(&d.data).unwrap_or(Value::Null),
+            });
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+            last = Instant::now();
+        }
+        out
+    }
+
+    /// Closes the connection: RabbitMQ deletes the queue.
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
+    }
 }

@@ -1,0 +1,388 @@
+//! The results: one markdown table on stdout, the same as JSON with `--json`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::human;
+use crate::procs::CpuUse;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub mode: String,
+    pub step_secs: f64,
+    pub machine: Machine,
+    pub floor: Vec<FloorRow>,
+    pub ingest: Vec<IngestRow>,
+    /// From a backlog that is alone in the queue, 1 then 2 workers.
+    pub drain: Vec<DrainRow>,
+    /// The ingest steps' backlog (mixed 1- and 10-event deliveries), 2 workers.
+    pub load_drain: DrainRow,
+    /// The cost-growth step's backlog, 2 workers, with the stored events in the table.
+    pub growth_drain: DrainRow,
+    pub growth: Growth,
+    pub memory: Memory,
+    pub correctness: Correctness,
+    pub targets: Vec<Target>,
+    pub elapsed_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu_model: String,
+    pub memory_mib: u64,
+    pub kernel: String,
+    pub postgresql: String,
+    pub rabbitmq: Option<String>,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    /// Settings the payhook processes got from the environment; empty: their defaults.
+    pub settings: Vec<String>,
+}
+
+impl Machine {
+    pub fn read(
+        postgresql: String,
+        rabbitmq: Option<String>,
+        loadavg_start: String,
+        loadavg_end: String,
+        settings: Vec<String>,
+    ) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                .unwrap_or_default(),
+            memory_mib: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |kb| kb / 1024),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            postgresql,
+            rabbitmq,
+            loadavg_start,
+            loadavg_end,
+            settings,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct FloorRow {
+    pub clients: usize,
+    pub seconds: f64,
+    pub tps: f64,
+    pub latency_avg_ms: f64,
+    pub failed: u64,
+    pub cpu: CpuUse,
+}
+
+#[derive(Serialize, Clone)]
+pub struct IngestRow {
+    pub connections: usize,
+    pub events_per_body: usize,
+    /// 204 answers.
+    pub requests: u64,
+    pub seconds: f64,
+    pub rps: f64,
+    pub events_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    /// Deliveries per group-commit batch (mean over the step, from ingest's /metrics).
+    pub batch_mean: f64,
+    /// Mean time of a batch's PostgreSQL transaction.
+    pub commit_ms_mean: f64,
+    /// Mean time of a batch's publish + confirm wait.
+    pub confirm_ms_mean: f64,
+    pub cpu: CpuUse,
+}
+
+#[derive(Serialize)]
+pub struct DrainRow {
+    pub label: String,
+    pub workers: usize,
+    /// Events in the queue when the workers were started.
+    pub events: u64,
+    /// From every worker ready to every event processed.
+    pub seconds: f64,
+    pub events_per_s: f64,
+    /// From spawning the workers to all of them ready.
+    pub startup_s: f64,
+    pub cpu: CpuUse,
+}
+
+#[derive(Serialize)]
+pub struct Growth {
+    pub stored_events: u64,
+    pub empty_rps: f64,
+    pub stored_rps: f64,
+    /// stored / empty.
+    pub ratio: f64,
+    pub empty_p99_ms: f64,
+    pub stored_p99_ms: f64,
+    pub row: IngestRow,
+}
+
+#[derive(Serialize)]
+pub struct Memory {
+    /// VmHWM of payhook-ingest: its peak resident set over the whole run.
+    pub ingest_peak_rss_mib: f64,
+    /// VmRSS right after the 128-connection steps.
+    pub ingest_rss_after_mib: f64,
+}
+
+#[derive(Serialize)]
+pub struct Correctness {
+    pub answers_2xx: u64,
+    /// 2xx answers + the deliveries stored with SQL for the cost-growth step.
+    pub deliveries_expected: u64,
+    pub deliveries_stored: u64,
+    pub events_expected: u64,
+    pub events_stored: u64,
+    pub events_not_processed: u64,
+    /// Answers other than 204, broken connections.
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub ingest_alive: bool,
+    pub ok: bool,
+}
+
+#[derive(Serialize)]
+pub struct Target {
+    pub target: String,
+    /// The measured value the target is about (a ratio, ms, events/s or MiB).
+    pub value: f64,
+    pub limit: f64,
+    /// value / limit for "at least" targets, limit / value for "at most" ones: ≥ 1 is met.
+    pub margin: f64,
+    pub detail: String,
+    pub met: bool,
+}
+
+impl Target {
+    pub fn at_least(target: &str, value: f64, limit: f64, detail: String) -> Self {
+        Self {
+            target: target.into(),
+            value,
+            limit,
+            margin: value / limit,
+            detail,
+            met: value >= limit,
+        }
+    }
+
+    pub fn at_most(target: &str, value: f64, limit: f64, detail: String) -> Self {
+        Self {
+            target: target.into(),
+            value,
+            limit,
+            margin: limit / value,
+            detail,
+            met: value <= limit,
+        }
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+impl Report {
+    /// The whole report as markdown.
+    pub fn table(&self) -> String {
+        let m = &self.machine;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "## payhook benchmark ({} mode, {} s steps, {:.0} s in all)\n",
+            self.mode, self.step_secs, self.elapsed_s
+        );
+        let _ = writeln!(
+            t,
+            "Machine: {} CPUs ({}), {} MiB RAM, Linux {}, PostgreSQL {}, RabbitMQ {}. \
+             Load average at start {}, at end {}. payhook settings: {}.\n",
+            m.nproc,
+            m.cpu_model,
+            m.memory_mib,
+            m.kernel,
+            m.postgresql,
+            m.rabbitmq.as_deref().unwrap_or("?"),
+            m.loadavg_start,
+            m.loadavg_end,
+            if m.settings.is_empty() {
+                "defaults".to_owned()
+            } else {
+                m.settings.join(" ")
+            }
+        );
+        let _ = writeln!(
+            t,
+            "CPU columns: % of one core averaged over the step (the machine has {} cores, so {} % is all of it).\n",
+            m.nproc,
+            m.nproc * 100
+        );
+
+        let _ = writeln!(
+            t,
+            "### Floor: pgbench, one `INSERT … ON CONFLICT DO NOTHING` per transaction (random key, synchronous_commit on)\n"
+        );
+        let _ = writeln!(
+            t,
+            "| clients | tps | avg latency ms | CPU pg | CPU pgbench | CPU busy | iowait |"
+        );
+        let _ = writeln!(t, "|---:|---:|---:|---:|---:|---:|---:|");
+        for f in &self.floor {
+            let _ = writeln!(
+                t,
+                "| {} | {:.0} | {:.2} | {} | {} | {} | {} |",
+                f.clients,
+                f.tps,
+                f.latency_avg_ms,
+                pct(f.cpu.postgres),
+                pct(f.cpu.pgbench),
+                pct(f.cpu.machine_busy),
+                pct(f.cpu.machine_iowait)
+            );
+        }
+
+        let _ = writeln!(
+            t,
+            "\n### Ingest: closed loop, every request a fresh signed GoCardless delivery (workers stopped)\n"
+        );
+        let _ = writeln!(
+            t,
+            "| conns | events/body | req/s | events/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | batch | commit ms | confirm ms | CPU ingest | CPU pg | CPU rabbit | CPU loadgen | CPU busy | iowait |"
+        );
+        let _ = writeln!(
+            t,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let mut rows: Vec<(&IngestRow, &str)> = self.ingest.iter().map(|r| (r, "")).collect();
+        rows.push((&self.growth.row, " (stored)"));
+        for (r, note) in rows {
+            let _ = writeln!(
+                t,
+                "| {}{} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+                r.connections,
+                note,
+                r.events_per_body,
+                r.rps,
+                r.events_per_s,
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.max_ms,
+                r.errors,
+                r.batch_mean,
+                r.commit_ms_mean,
+                r.confirm_ms_mean,
+                pct(r.cpu.ingest),
+                pct(r.cpu.postgres),
+                pct(r.cpu.rabbitmq),
+                pct(r.cpu.load_generator),
+                pct(r.cpu.machine_busy),
+                pct(r.cpu.machine_iowait)
+            );
+        }
+        let _ = writeln!(
+            t,
+            "\n\"(stored)\": the same 32-connection 1-event step with {} events already stored. \
+             batch / commit / confirm: mean deliveries per group commit, mean PostgreSQL transaction \
+             and mean publish-and-confirm time per batch, from ingest's /metrics.",
+            human(self.growth.stored_events)
+        );
+
+        let _ = writeln!(
+            t,
+            "\n### Drain: `payments.created` events (no gateway API call), queue full → every event processed\n"
+        );
+        let _ = writeln!(
+            t,
+            "| run | backlog | events/s | seconds | worker start s | CPU workers | CPU pg | CPU rabbit | CPU busy | iowait |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for d in self
+            .drain
+            .iter()
+            .chain([&self.load_drain, &self.growth_drain])
+        {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                d.label,
+                human(d.events),
+                d.events_per_s,
+                d.seconds,
+                d.startup_s,
+                pct(d.cpu.workers),
+                pct(d.cpu.postgres),
+                pct(d.cpu.rabbitmq),
+                pct(d.cpu.machine_busy),
+                pct(d.cpu.machine_iowait)
+            );
+        }
+
+        let c = &self.correctness;
+        let _ = writeln!(t, "\n### Memory and correctness\n");
+        let _ = writeln!(
+            t,
+            "- ingest peak RSS (VmHWM): {:.1} MiB; RSS right after the 128-connection steps: {:.1} MiB",
+            self.memory.ingest_peak_rss_mib, self.memory.ingest_rss_after_mib
+        );
+        let _ = writeln!(
+            t,
+            "- 204 answers: {}; other answers or broken connections: {}{}",
+            human(c.answers_2xx),
+            c.errors,
+            c.first_error
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            t,
+            "- deliveries stored {} / expected {}; events stored {} / expected {}; not processed: {}",
+            human(c.deliveries_stored),
+            human(c.deliveries_expected),
+            human(c.events_stored),
+            human(c.events_expected),
+            c.events_not_processed
+        );
+        let _ = writeln!(
+            t,
+            "- **correctness: {}**",
+            if c.ok { "PASS" } else { "FAIL" }
+        );
+
+        let _ = writeln!(t, "\n### Targets (issue 7)\n");
+        let _ = writeln!(t, "| target | measured | margin | met |");
+        let _ = writeln!(t, "|---|---|---:|---|");
+        for g in &self.targets {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {:.2} | {} |",
+                g.target,
+                g.detail,
+                g.margin,
+                if g.met { "**met**" } else { "**not met**" }
+            );
+        }
+        let _ = writeln!(
+            t,
+            "\nmargin: measured / target for \"≥\" targets, target / measured for \"≤\" ones; ≥ 1.00 is met."
+        );
+        t
+    }
+}

@@ -1,0 +1,284 @@
+//! The admin API and the ops console, on the ops listener (DESIGN.md, "Operators").
+//!
+//! Every `/admin/*` call but the console page needs `Authorization: Bearer
+//! <PAYHOOK_ADMIN_TOKEN>`; with the variable unset the whole API answers 404, as if absent.
+//! Handlers are thin: the queries live in `payhook_shared::lookup`, replay in
+//! `payhook_shared::replay`, the error→status mapping in [`crate::error::AdminError`].
+//!
+//! | call | answer |
+//! | --- | --- |
+//! | `GET /admin/` | the ops console (HTML, no token needed for the page) |
+//! | `GET /admin/events?status=&provider=&q=&limit=&cursor=` | `{"items": [event], "next"}` |
+//! | `GET /admin/events/{id}` | the event with its payload |
+//! | `POST /admin/events/{id}/replay` | `{"replayed": 1, "event": {...}}` |
+//! | `POST /admin/events/replay?status=dead` | `{"replayed": n}` |
+//! | `GET /admin/payments?q=&limit=&cursor=` | `{"items": [payment], "next"}` |
+//! | `POST /admin/payments` | 201 with the new pending payment; 409 if it exists |
+//! | `GET /admin/members?q=&limit=&cursor=` | `{"items": [member], "next"}` |
+//! | `GET /admin/stats` | `{"events": {status: n}, "payments": {status: n}}` |
+
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use payhook_shared::amqp::Broker;
+use payhook_shared::lookup::{self, EventFilter, NewPendingPayment, PageRequest};
+use serde::Deserialize;
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+
+use crate::error::AdminError;
+
+const CONSOLE: &str = include_str!("console.html");
+
+pub struct AdminState {
+    pub pool: PgPool,
+    pub broker: Arc<Broker>,
+    /// `PAYHOOK_ADMIN_TOKEN`; `None`: the admin API is off (404).
+    pub token: Option<String>,
+}
+
+/// Mounts the console and the API (the state is [`AdminState`], as app data).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/admin").route(web::get().to(console_redirect)))
+        .service(web::resource("/admin/").route(web::get().to(console)))
+        .service(web::resource("/admin/stats").route(web::get().to(stats)))
+        .service(web::resource("/admin/events").route(web::get().to(list_events)))
+        .service(web::resource("/admin/events/replay").route(web::post().to(replay_all)))
+        .service(web::resource("/admin/events/{id}").route(web::get().to(get_event)))
+        .service(web::resource("/admin/events/{id}/replay").route(web::post().to(replay_event)))
+        .service(
+            web::resource("/admin/payments")
+                .route(web::get().to(list_payments))
+                .route(web::post().to(register_payment)),
+        )
+        .service(web::resource("/admin/members").route(web::get().to(list_members)));
+}
+
+/// Proof that the request carries the admin token. As the first extractor of a handler it
+/// answers 404 (API off) or 401 before anything else is looked at.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, AdminError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authorize(req))
+    }
+}
+
+fn authorize(req: &HttpRequest) -> Result<Admin, AdminError> {
+    let expected = req
+        .app_data::<web::Data<AdminState>>()
+        .and_then(|s| s.token.as_deref())
+        .ok_or(AdminError::Disabled)?;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or(AdminError::Unauthorized)?;
+    // Length first (it is not secret), then a comparison whose time does not depend on
+    // where the first difference is.
+    if given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(Admin)
+    } else {
+        Err(AdminError::Unauthorized)
+    }
+}
+
+/// The query string of the list calls; everything optional, checked by hand so a bad value
+/// gets a JSON error that says what was wrong.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub q: Option<String>,
+    pub status: Option<String>,
+    pub provider: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    fn page(&self) -> Result<PageRequest, AdminError> {
+        PageRequest::parse(self.limit.as_deref(), self.cursor.as_deref())
+            .map_err(AdminError::BadRequest)
+    }
+
+    fn q(&self) -> Option<&str> {
+        self.q.as_deref().map(str::trim).filter(|q| !q.is_empty())
+    }
+}
+
+/// `Some(value)` when set and one of `allowed`; a 400 naming them when not.
+fn one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<Option<String>, AdminError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if allowed.contains(&v) => Ok(Some(v.to_owned())),
+        Some(v) => Err(AdminError::BadRequest(format!(
+            "{name} must be one of {}, not {v:?}",
+            allowed.join(", ")
+        ))),
+    }
+}
+
+fn event_id(raw: &str) -> Result<i64, AdminError> {
+    raw.parse()
+        .map_err(|_| AdminError::NotFound(format!("no event {raw:?} (use payhook's numeric id)")))
+}
+
+async fn console() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ))
+        .body(CONSOLE)
+}
+
+async fn console_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/admin/"))
+        .finish()
+}
+
+async fn stats(_: Admin, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+    let (events, payments) = tokio::try_join!(
+        lookup::event_counts(&state.pool),
+        lookup::payment_counts(&state.pool)
+    )?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events, "payments": payments })))
+}
+
+async fn list_events(
+    _: Admin,
+    state: web::Data<AdminState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AdminError> {
+    let filter = EventFilter {
+        status: one_of("status", query.status.as_deref(), &lookup::EVENT_STATUSES)?,
+        provider: one_of("provider", query.provider.as_deref(), &lookup::PROVIDERS)?,
+        q: query.q().map(str::to_owned),
+    };
+    let page = lookup::list_events(&state.pool, &filter, query.page()?).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+async fn get_event(
+    _: Admin,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let id = event_id(&path)?;
+    let event = lookup::event(&state.pool, id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no event {id}")))?;
+    Ok(HttpResponse::Ok().json(event))
+}
+
+async fn replay_event(
+    _: Admin,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let id = event_id(&path)?;
+    payhook_shared::replay::replay_event(&state.pool, &state.broker, id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no event {id}")))?;
+    tracing::info!(event_id = id, "event replayed from the admin API");
+    let event = lookup::event(&state.pool, id).await?.map(|e| e.event);
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "replayed": 1, "event": event })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplayAllQuery {
+    status: Option<String>,
+}
+
+async fn replay_all(
+    _: Admin,
+    state: web::Data<AdminState>,
+    query: web::Query<ReplayAllQuery>,
+) -> Result<HttpResponse, AdminError> {
+    if query.status.as_deref() != Some("dead") {
+        return Err(AdminError::BadRequest(
+            "only dead events are replayed in bulk: POST /admin/events/replay?status=dead".into(),
+        ));
+    }
+    let report =
+        payhook_shared::replay::replay_dead(&state.pool, &state.broker, &mut |_, _| {}).await?;
+    tracing::info!(
+        replayed = report.replayed,
+        "dead events replayed from the admin API"
+    );
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "replayed": report.replayed })))
+}
+
+async fn list_payments(
+    _: Admin,
+    state: web::Data<AdminState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AdminError> {
+    let page = lookup::list_payments(&state.pool, query.q(), query.page()?).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// The body of `POST /admin/payments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterPayment {
+    provider: String,
+    external_id: String,
+    reference: String,
+    amount_minor: i64,
+    currency: String,
+}
+
+async fn register_payment(
+    _: Admin,
+    state: web::Data<AdminState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let body: RegisterPayment = serde_json::from_slice(&body).map_err(|e| {
+        AdminError::BadRequest(format!(
+            "expected {{\"provider\", \"external_id\", \"reference\", \"amount_minor\", \"currency\"}}: {e}"
+        ))
+    })?;
+    let payment = lookup::register_pending_payment(
+        &state.pool,
+        &NewPendingPayment {
+            provider: body.provider,
+            external_id: body.external_id,
+            reference: body.reference,
+            amount_minor: body.amount_minor,
+            currency: body.currency,
+        },
+    )
+    .await?;
+    tracing::info!(
+        payment_id = payment.id,
+        provider = %payment.provider,
+        "expected payment registered from the admin API"
+    );
+    Ok(HttpResponse::Created().json(payment))
+}
+
+async fn list_members(
+    _: Admin,
+    state: web::Data<AdminState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AdminError> {
+    let page = lookup::list_members(&state.pool, query.q(), query.page()?).await?;
+    Ok(HttpResponse::Ok().json(page))
+}

@@ -1,0 +1,63 @@
+//! Step 1, the event relay: events persisted but still `received` after `RELAY_AFTER` (the
+//! broker was down, ingest crashed between commit and confirm, `INGEST_ACCEPT_WITHOUT_BROKER`)
+//! are published to `<prefix>.events` exactly as ingest publishes them, with confirms, in
+//! batches, then marked `published`. A copy ingest published meanwhile makes a duplicate
+//! message, which the worker skips (the event row is done): never a lost event.
+
+use payhook_shared::amqp::{EventMessage, Outgoing};
+use payhook_shared::intake::mark_published;
+use sqlx::PgPool;
+
+use super::{Reconciler, CONFIRM_TIMEOUT};
+
+/// Publishes every event due; returns how many.
+pub async fn run(r: &Reconciler) -> anyhow::Result<u64> {
+    let mut relayed = 0u64;
+    // Keyset paging: a batch the worker marks done meanwhile cannot make us loop.
+    let mut after = 0i64;
+    loop {
+        if r.shutdown.is_cancelled() {
+            break;
+        }
+        let batch = due(&r.pool, r, after).await?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        after = last.id;
+        let out: Vec<Outgoing> = batch
+            .iter()
+            .map(|m| Outgoing::event(r.broker.names(), m))
+            .collect();
+        r.broker.publish_confirmed(&out, CONFIRM_TIMEOUT).await?;
+        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+        mark_published(&r.pool, &ids).await?;
+        relayed += ids.len() as u64;
+        tracing::info!(events = ids.len(), "relayed unpublished events");
+        if batch.len() < r.settings.relay_batch as usize {
+            break;
+        }
+    }
+    Ok(relayed)
+}
+
+async fn due(pool: &PgPool, r: &Reconciler, after: i64) -> Result<Vec<EventMessage>, sqlx::Error> {
+    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT id, provider, external_id, event_type FROM webhook_events
+         WHERE status = 'received' AND received_at < now() - $1::interval AND id > $2
+         ORDER BY id LIMIT $3",
+    )
+    .bind(r.settings.relay_after)
+    .bind(after)
+    .bind(i64::from(r.settings.relay_batch))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, provider, external_id, event_type)| EventMessage {
+            id,
+            provider,
+            external_id,
+            event_type,
+        })
+        .collect())
+}
