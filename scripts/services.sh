@@ -30,6 +30,12 @@ case "$stack" in
   *) echo "unknown stack: $stack (dev or test)" >&2; exit 2 ;;
 esac
 state=${PAYHOOK_STATE_DIR:-$repo/.payhook/$stack}
+# As root, the data must be reachable by the postgres and rabbitmq users; a checkout under a
+# private folder (/root/...) is not, so its state then lives under /var/tmp instead.
+if [ -z "${PAYHOOK_STATE_DIR:-}" ] && [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
+  && ! setpriv --reuid=postgres --regid=postgres --init-groups test -x "$repo" 2>/dev/null; then
+  state=/var/tmp/payhook-$(printf '%s' "$repo" | cksum | cut -d' ' -f1)/$stack
+fi
 pg_bin=${PG_BIN:-/usr/lib/postgresql/15/bin}
 pg_data=$state/pg
 rmq_base=$state/rabbitmq
@@ -40,11 +46,15 @@ log() { printf '[services] %s\n' "$*" >&2; }
 # initdb and postgres refuse to run as root; RabbitMQ should not run as root either.
 as_user() {
   local user=$1; shift
-  if [ "$(id -u)" != 0 ]; then "$@"
-  # setpriv keeps our raised open-files limit; runuser would reset it through PAM.
-  elif command -v setpriv >/dev/null 2>&1; then
-    setpriv --reuid="$user" --regid="$user" --init-groups env HOME="$(getent passwd "$user" | cut -d: -f6)" "$@"
-  else runuser -u "$user" -- "$@"; fi
+  # From /, which every user may read (Erlang looks in the working directory first).
+  (
+    cd /
+    if [ "$(id -u)" != 0 ]; then "$@"
+    # setpriv keeps our raised open-files limit; runuser would reset it through PAM.
+    elif command -v setpriv >/dev/null 2>&1; then
+      setpriv --reuid="$user" --regid="$user" --init-groups env HOME="$(getent passwd "$user" | cut -d: -f6)" "$@"
+    else runuser -u "$user" -- "$@"; fi
+  )
 }
 
 pg_user() { if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi; }
@@ -97,7 +107,6 @@ pg_up() {
     as_user "$(pg_user)" "$pg_bin/initdb" -D "$pg_data" -U postgres --auth=trust -E UTF8 >/dev/null
     cat >>"$pg_data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
-port = $pg_port
 unix_socket_directories = '$pg_data'
 max_connections = 400
 shared_buffers = 256MB
@@ -110,7 +119,7 @@ EOF
     log "PostgreSQL already running on 127.0.0.1:$pg_port"
   else
     log "starting PostgreSQL on 127.0.0.1:$pg_port"
-    as_user "$(pg_user)" "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 60 start >/dev/null
+    as_user "$(pg_user)" "$pg_bin/pg_ctl" -D "$pg_data" -o "-p $pg_port" -l "$pg_data/server.log" -w -t 60 start >/dev/null
   fi
 }
 
@@ -176,7 +185,7 @@ case "$cmd" in
   down) rabbit_down; pg_down ;;
   env) print_env ;;
   restart-pg)
-    as_user "$(pg_user)" "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -m fast -w restart >/dev/null ;;
+    as_user "$(pg_user)" "$pg_bin/pg_ctl" -D "$pg_data" -o "-p $pg_port" -l "$pg_data/server.log" -m fast -w restart >/dev/null ;;
   stop-rabbit) rabbit_down ;;
   start-rabbit) rabbit_up ;;
   restart-rabbit) rabbit_down; rabbit_up ;;
