@@ -132,7 +132,10 @@ pub struct Growth {
     pub ratio: f64,
     pub empty_p99_ms: f64,
     pub stored_p99_ms: f64,
+    /// The 32-connection 1-event step with the stored events.
     pub row: IngestRow,
+    /// The same step just before they were stored (the "empty" side of the ratio).
+    pub before: IngestRow,
 }
 
 #[derive(Serialize)]
@@ -270,6 +273,7 @@ impl Report {
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let mut rows: Vec<(&IngestRow, &str)> = self.ingest.iter().map(|r| (r, "")).collect();
+        rows.push((&self.growth.before, " (before storing)"));
         rows.push((&self.growth.row, " (stored)"));
         for (r, note) in rows {
             let _ = writeln!(
@@ -298,7 +302,8 @@ impl Report {
         }
         let _ = writeln!(
             t,
-            "\n\"(stored)\": the same 32-connection 1-event step with {} events already stored. \
+            "\n\"(before storing)\" and \"(stored)\": the 32-connection 1-event step again, with an empty \
+             queue, just before and just after {} events were stored with SQL (the cost-growth ratio). \
              batch / commit / confirm: mean deliveries per group commit, mean PostgreSQL transaction \
              and mean publish-and-confirm time per batch, from ingest's /metrics.",
             human(self.growth.stored_events)
