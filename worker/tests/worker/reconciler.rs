@@ -161,7 +161,10 @@ async fn events_stored_while_the_broker_was_down_are_relayed_and_processed_once(
     let unstamped: i64 = h
         .scalar("SELECT count(*) FROM webhook_events WHERE published_at IS NULL")
         .await;
-    assert_eq!(unstamped, 0, "every relayed event records when it was published");
+    assert_eq!(
+        unstamped, 0,
+        "every relayed event records when it was published"
+    );
     let retried: i64 = h
         .scalar("SELECT count(*) FROM webhook_events WHERE attempts <> 0")
         .await;
