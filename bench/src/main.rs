@@ -319,7 +319,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "ingest @32 conns (1-event) ≥ 0.6 × pgbench floor @16 clients",
             at32(1).rps / floor16,
             0.6,
-            format!("{:.0} req/s vs {:.0} tps", at32(1).rps, floor16),
+            format!(
+                "{:.2} × ({:.0} req/s vs {:.0} tps)",
+                at32(1).rps / floor16,
+                at32(1).rps,
+                floor16
+            ),
         ),
         Target::at_most(
             "p99 @32 conns (1-event) ≤ 10 ms",
@@ -347,7 +352,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             growth.ratio,
             0.8,
             format!(
-                "{:.0} vs {:.0} req/s with {} events stored",
+                "{:.2} × ({:.0} vs {:.0} req/s with {} events stored)",
+                growth.ratio,
                 growth.stored_rps,
                 growth.empty_rps,
                 human(growth.stored_events)
