@@ -278,8 +278,9 @@ async fn publish_all(
     messages: &[Outgoing],
     mandatory: bool,
 ) -> Result<(), PublishError> {
-    let mut confirms = Vec::with_capacity(messages.len());
-    for m in messages {
+    // Every publish is handed to the channel before any is awaited: lapin frames them
+    // back to back instead of one wake-up of its I/O loop per message.
+    let publishes = messages.iter().map(|m| {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
@@ -287,21 +288,20 @@ async fn publish_all(
         if let Some(h) = &m.headers {
             props = props.with_headers(h.clone());
         }
-        let confirm = ch
-            .basic_publish(
-                m.exchange.as_str().into(),
-                m.routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory,
-                    ..Default::default()
-                },
-                &m.body,
-                props,
-            )
-            .await
-            .map_err(unavailable)?;
-        confirms.push(confirm);
-    }
+        ch.basic_publish(
+            m.exchange.as_str().into(),
+            m.routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory,
+                ..Default::default()
+            },
+            &m.body,
+            props,
+        )
+    });
+    let confirms = futures::future::try_join_all(publishes)
+        .await
+        .map_err(unavailable)?;
     // Confirms are awaited together: one round trip for the whole batch, not one per message.
     for c in futures::future::join_all(confirms).await {
         match c.map_err(unavailable)? {

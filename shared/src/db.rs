@@ -90,3 +90,56 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
+
+/// One connection owned by one task (ingest's writer and publisher), outside the pool: no
+/// acquire and no test round trip per use, which at thousands of batches a second is most of
+/// a batch's cost. Reopened on the next use after it broke.
+pub struct OwnConnection {
+    options: PgConnectOptions,
+    conn: Option<PgConnection>,
+    /// Whether the connection handed out last had served before (and so may have died
+    /// unnoticed, e.g. in a PostgreSQL restart).
+    reused: bool,
+}
+
+impl OwnConnection {
+    /// `asynchronous_commit`: commits on this connection don't wait for the WAL flush; only
+    /// for writes that may be lost in a crash (bookkeeping that is redone if missing).
+    pub fn new(pool: &PgPool, asynchronous_commit: bool) -> Self {
+        let mut options = (*pool.connect_options()).clone();
+        if asynchronous_commit {
+            options = options.options([("synchronous_commit", "off")]);
+        }
+        Self {
+            options,
+            conn: None,
+            reused: false,
+        }
+    }
+
+    /// The connection, opened now if there is none.
+    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        self.reused = self.conn.is_some();
+        if self.conn.is_none() {
+            let conn =
+                tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.options))
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
+    }
+
+    /// Call with the error of a statement run on [`OwnConnection::get`]'s connection. An
+    /// error PostgreSQL answered leaves the connection usable; any other drops it. Returns
+    /// true when trying again on a new connection is worth it: the old one had served before,
+    /// so it may simply have outlived a restart.
+    pub fn lost(&mut self, e: &sqlx::Error) -> bool {
+        if e.as_database_error().is_some() {
+            return false;
+        }
+        let retry = self.conn.take().is_some() && self.reused;
+        self.reused = false;
+        retry
+    }
+}

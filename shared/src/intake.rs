@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::amqp::{Broker, EventMessage, Outgoing};
+use crate::db::OwnConnection;
 use crate::providers::NewEvent;
 
 /// A verified, parsed delivery waiting to be stored.
@@ -144,7 +145,14 @@ async fn writer(
     ptx: mpsc::Sender<Committed>,
     config: IntakeConfig,
 ) {
+    // The writer is this connection's only user: no pool acquire, no ping per batch.
+    let mut conn = OwnConnection::new(&pool, false);
     while let Some(first) = rx.recv().await {
+        // Wait for the publisher BEFORE collecting: requests that arrive meanwhile join this
+        // batch instead of freezing into several small ones queued behind the publisher.
+        let Ok(permit) = ptx.reserve().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < config.batch_max {
             match rx.try_recv() {
@@ -156,19 +164,29 @@ async fn writer(
         // A request that gave up (timeout) no longer waits; still store its delivery: the
         // gateway will retry and the retry is then a cheap duplicate.
         let started = Instant::now();
-        let result = persist(&pool, &batch).await;
+        let mut result = persist(&mut conn, &batch).await;
+        if result.as_ref().is_err_and(|e| conn.lost(e)) {
+            // A connection that lived through a PostgreSQL restart fails on first use: try
+            // once more on a fresh one before answering 503. (The statement is atomic: if it
+            // did commit, the retry stores duplicates, which are answered as such.)
+            result = persist(&mut conn, &batch).await;
+        }
         metrics::histogram!("payhook_ingest_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        let committed = match result {
+        let mut committed = match result {
             Ok((rows, to_publish)) => vec![(batch, rows, to_publish)],
             // One delivery the database refuses must not fail the others that shared its
-            // transaction: store them one by one. (When PostgreSQL is down, each fails fast.)
+            // statement: store them one by one. (When PostgreSQL is down, each fails fast.)
             Err(e) if batch.len() > 1 && e.as_database_error().is_some() => {
                 tracing::warn!(error = %e, deliveries = batch.len(), "batch refused; storing its deliveries one by one");
                 let mut ok = Vec::new();
                 for job in batch {
                     let one = [job];
-                    match persist(&pool, &one).await {
+                    let mut r = persist(&mut conn, &one).await;
+                    if r.as_ref().is_err_and(|e| conn.lost(e)) {
+                        r = persist(&mut conn, &one).await;
+                    }
+                    match r {
                         Ok((rows, to_publish)) => ok.push((one.into(), rows, to_publish)),
                         Err(e) => refuse(one.into(), &e),
                     }
@@ -176,13 +194,21 @@ async fn writer(
                 ok
             }
             Err(e) => {
+                conn.lost(&e);
                 refuse(batch, &e);
                 Vec::new()
             }
+        }
+        .into_iter();
+        let send = |(batch, rows, to_publish): (Vec<Job>, Vec<JobRows>, _)| Committed {
+            jobs: batch.into_iter().zip(rows).collect(),
+            to_publish,
         };
-        for (batch, rows, to_publish) in committed {
-            let jobs = batch.into_iter().zip(rows).collect();
-            if ptx.send(Committed { jobs, to_publish }).await.is_err() {
+        if let Some(first) = committed.next() {
+            permit.send(send(first));
+        }
+        for rest in committed {
+            if ptx.send(send(rest)).await.is_err() {
                 return;
             }
         }
@@ -204,6 +230,9 @@ async fn publisher(
     mut rx: mpsc::Receiver<Committed>,
     config: IntakeConfig,
 ) {
+    // Marking events published is bookkeeping the relay redoes if it is lost in a crash
+    // (a duplicate message, which the worker ignores): it need not wait for a WAL flush.
+    let mut marks = OwnConnection::new(&pool, true);
     while let Some(Committed { jobs, to_publish }) = rx.recv().await {
         let outgoing: Vec<Outgoing> = to_publish
             .iter()
@@ -220,7 +249,12 @@ async fn publisher(
                 let ids: Vec<i64> = to_publish.iter().map(|m| m.id).collect();
                 // If this fails the events stay `received` and the relay publishes them again:
                 // a duplicate message, which the worker ignores, never a lost one.
-                if let Err(e) = mark_published(&pool, &ids).await {
+                let marked = match marks.get().await {
+                    Ok(c) => mark_published(c, &ids).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = marked {
+                    marks.lost(&e);
                     tracing::warn!(error = %e, "marking events published failed; the relay will redo it");
                 }
                 true
@@ -252,37 +286,18 @@ async fn publisher(
     }
 }
 
-/// One transaction for the whole batch: deliveries, then events (duplicates skipped), then
-/// a look at the duplicates to find any that were never published.
+/// Stores a batch with ONE statement (atomic on its own, so no BEGIN/COMMIT round trips):
+/// delivery ids drawn from the sequence first, so each event row points at its delivery
+/// without relying on the order of RETURNING; then deliveries and events (duplicates
+/// skipped). Only when the batch held duplicates, a second look finds any that were never
+/// published.
 async fn persist(
-    pool: &PgPool,
+    conn: &mut OwnConnection,
     batch: &[Job],
 ) -> Result<(Vec<JobRows>, Vec<EventMessage>), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-
-    // Ids first, so each event row can point at its delivery without relying on the order
-    // of RETURNING.
-    let delivery_ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'id')) FROM generate_series(1, $1)",
-    )
-    .bind(batch.len() as i64)
-    .fetch_all(&mut *tx)
-    .await?;
-
     let providers: Vec<&str> = batch.iter().map(|j| j.delivery.provider).collect();
     let headers: Vec<&serde_json::Value> = batch.iter().map(|j| &j.delivery.headers).collect();
     let bodies: Vec<&[u8]> = batch.iter().map(|j| j.delivery.body.as_ref()).collect();
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (id, provider, headers, body) OVERRIDING SYSTEM VALUE
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $4::bytea[])",
-    )
-    .bind(&delivery_ids)
-    .bind(&providers)
-    .bind(&headers)
-    .bind(&bodies)
-    .execute(&mut *tx)
-    .await?;
-
     let mut ev_delivery = Vec::new();
     let mut ev_provider = Vec::new();
     let mut ev_external = Vec::new();
@@ -290,9 +305,9 @@ async fn persist(
     let mut ev_resource = Vec::new();
     let mut ev_payload = Vec::new();
     let mut ev_occurred = Vec::new();
-    for (job, id) in batch.iter().zip(&delivery_ids) {
+    for (ord, job) in (1_i64..).zip(batch) {
         for e in &job.delivery.events {
-            ev_delivery.push(*id);
+            ev_delivery.push(ord);
             ev_provider.push(job.delivery.provider);
             ev_external.push(e.external_id.as_str());
             ev_type.push(e.event_type.as_str());
@@ -301,48 +316,82 @@ async fn persist(
             ev_occurred.push(e.occurred_at);
         }
     }
-    let inserted: Vec<(i64, String, String)> = sqlx::query_as(
-        "INSERT INTO webhook_events
-             (delivery_id, provider, external_id, event_type, resource_id, payload, occurred_at)
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::jsonb[], $7::timestamptz[])
-         ON CONFLICT (provider, external_id) DO NOTHING
-         RETURNING id, provider, external_id",
-    )
-    .bind(&ev_delivery)
-    .bind(&ev_provider)
-    .bind(&ev_external)
-    .bind(&ev_type)
-    .bind(&ev_resource)
-    .bind(&ev_payload)
-    .bind(&ev_occurred)
-    .fetch_all(&mut *tx)
-    .await?;
+    // Rows: (delivery ordinal, delivery id, NULL, NULL) for each delivery, then
+    // (NULL, event id, provider, external_id) for each event actually inserted.
+    let query = sqlx::query_as::<_, (Option<i64>, i64, Option<String>, Option<String>)>(
+        "WITH ids AS MATERIALIZED (
+             SELECT ord, nextval(pg_get_serial_sequence('webhook_deliveries', 'id')) AS id
+             FROM generate_series(1::bigint, $1::bigint) AS ord
+         ), d AS (
+             INSERT INTO webhook_deliveries (id, provider, headers, body) OVERRIDING SYSTEM VALUE
+             SELECT ids.id, x.provider, x.headers, x.body
+             FROM UNNEST($2::text[], $3::jsonb[], $4::bytea[]) WITH ORDINALITY
+                  AS x(provider, headers, body, ord)
+             JOIN ids USING (ord)
+         ), e AS (
+             INSERT INTO webhook_events
+                 (delivery_id, provider, external_id, event_type, resource_id, payload, occurred_at)
+             SELECT ids.id, x.provider, x.external_id, x.event_type, x.resource_id, x.payload,
+                    x.occurred_at
+             FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],
+                         $10::jsonb[], $11::timestamptz[])
+                  AS x(ord, provider, external_id, event_type, resource_id, payload, occurred_at)
+             JOIN ids USING (ord)
+             ON CONFLICT (provider, external_id) DO NOTHING
+             RETURNING id, provider, external_id
+         )
+         SELECT ord, id, NULL, NULL FROM ids
+         UNION ALL
+         SELECT NULL, id, provider, external_id FROM e",
+    );
+    let c = conn.get().await?;
+    let rows = query
+        .bind(batch.len() as i64)
+        .bind(&providers)
+        .bind(&headers)
+        .bind(&bodies)
+        .bind(&ev_delivery)
+        .bind(&ev_provider)
+        .bind(&ev_external)
+        .bind(&ev_type)
+        .bind(&ev_resource)
+        .bind(&ev_payload)
+        .bind(&ev_occurred)
+        .fetch_all(&mut *c)
+        .await?;
 
-    let mut new_ids: HashMap<(String, String), i64> = inserted
-        .into_iter()
-        .map(|(id, p, e)| ((p, e), id))
-        .collect();
+    let mut delivery_ids = vec![0_i64; batch.len()];
+    let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
+    for (ord, id, provider, external_id) in rows {
+        match (ord, provider, external_id) {
+            (Some(ord), _, _) => delivery_ids[(ord - 1) as usize] = id,
+            (None, Some(p), Some(e)) => {
+                new_ids.insert((p, e), id);
+            }
+            _ => {}
+        }
+    }
 
     // Events of the batch that were stored before (by an earlier delivery) and are still
-    // `received`: their first publish failed or is in flight; publish them (again) now.
+    // `received`: their first publish failed or is in flight; publish them (again) now. Read
+    // after the commit: at worst a message more, which the worker ignores.
     let mut unpublished: HashMap<(String, String), i64> = HashMap::new();
     if new_ids.len() < ev_external.len() {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        let query = sqlx::query_as::<_, (i64, String, String)>(
             "SELECT e.id, e.provider, e.external_id FROM webhook_events e
              JOIN UNNEST($1::text[], $2::text[]) AS k(provider, external_id)
                ON e.provider = k.provider AND e.external_id = k.external_id
              WHERE e.status = 'received'",
-        )
-        .bind(&ev_provider)
-        .bind(&ev_external)
-        .fetch_all(&mut *tx)
-        .await?;
+        );
+        let rows = query
+            .bind(&ev_provider)
+            .bind(&ev_external)
+            .fetch_all(&mut *c)
+            .await?;
         for (id, p, e) in rows {
             unpublished.insert((p, e), id);
         }
     }
-    tx.commit().await?;
 
     let mut to_publish = Vec::new();
     let mut rows = Vec::with_capacity(batch.len());
@@ -384,7 +433,7 @@ fn message(id: i64, provider: &str, e: &NewEvent) -> EventMessage {
 
 /// Stamps events as published. A worker may have finished one already (its confirm raced
 /// ours): its status stays, but `published_at` is still recorded once.
-pub async fn mark_published(pool: &PgPool, ids: &[i64]) -> Result<(), sqlx::Error> {
+pub async fn mark_published(db: impl sqlx::PgExecutor<'_>, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -395,7 +444,7 @@ pub async fn mark_published(pool: &PgPool, ids: &[i64]) -> Result<(), sqlx::Erro
          WHERE id = ANY($1) AND (status = 'received' OR published_at IS NULL)",
     )
     .bind(ids)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
