@@ -1,6 +1,7 @@
 //! The consume loop. One AMQP connection and channel for consuming (manual acks, prefetch
-//! bounded by `WORKER_PREFETCH`); each delivery runs in its own task, at most
-//! `WORKER_CONCURRENCY` at a time. A broken connection is reopened with backoff: the messages
+//! bounded by `WORKER_PREFETCH`). Deliveries already handed over are taken together, up to
+//! `WORKER_BATCH_MAX`, and each batch runs in its own task (one transaction), at most
+//! `WORKER_CONCURRENCY` at a time. There is no timer: a lone delivery is a batch of one. A broken connection is reopened with backoff: the messages
 //! it had handed us unacked go back to the queue, and their redelivery changes nothing.
 //!
 //! On shutdown the consumer is cancelled first (no new deliveries), the tasks in flight finish
@@ -11,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -89,16 +90,35 @@ async fn session(
             _ = shutdown.cancelled() => break Ok(()),
             d = consumer.next() => d,
         };
-        match delivery {
-            Some(Ok(delivery)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    routing::handle(&shared, delivery).await;
-                    drop(permit);
-                });
-            }
+        let first = match delivery {
+            Some(Ok(delivery)) => delivery,
             Some(Err(e)) => break Err(e.into()),
             None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+        };
+        // Whatever else has already arrived joins the batch; nothing is waited for.
+        let mut batch = vec![first];
+        let mut broken = None;
+        while batch.len() < shared.batch_max {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                Some(Some(Err(e))) => {
+                    broken = Some(anyhow::Error::from(e));
+                    break;
+                }
+                Some(None) => {
+                    broken = Some(anyhow::anyhow!("the broker cancelled the consumer"));
+                    break;
+                }
+                None => break,
+            }
+        }
+        let task_shared = shared.clone();
+        tokio::spawn(async move {
+            routing::handle_batch(&task_shared, batch).await;
+            drop(permit);
+        });
+        if let Some(e) = broken {
+            break Err(e);
         }
     };
 

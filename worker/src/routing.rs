@@ -18,7 +18,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use payhook_shared::amqp::{EventMessage, Outgoing, RETRY_DELAYS, RETRY_HEADER};
-use payhook_shared::domain::{self, events, events::Outcome, DomainError};
+use payhook_shared::domain::{self, events, events::Outcome, DomainError, Processed};
 use tracing::Instrument;
 
 use crate::startup::Shared;
@@ -29,6 +29,49 @@ pub const ATTEMPT_HEADER: &str = "x-payhook-attempt";
 
 /// How long a retry or dead-letter publish may wait for its confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Processes a batch of deliveries in one transaction and settles each with the broker. If
+/// the transaction fails, each event goes through [`handle`] alone, so the error lands on the
+/// event that caused it (retry, dead letter) and the others are still applied.
+pub async fn handle_batch(shared: &Shared, deliveries: Vec<Delivery>) {
+    metrics::histogram!("payhook_worker_batch_size").record(deliveries.len() as f64);
+    let mut together = Vec::new();
+    let mut alone = Vec::new();
+    for delivery in deliveries {
+        match serde_json::from_slice::<EventMessage>(&delivery.data) {
+            Ok(m) if domain::may_batch(&shared.ctx, &m.provider, &m.event_type) => {
+                together.push((delivery, m))
+            }
+            _ => alone.push(delivery),
+        }
+    }
+    if together.len() > 1 {
+        let started = Instant::now();
+        let ids: Vec<i64> = together.iter().map(|(_, m)| m.id).collect();
+        match domain::process_events(&shared.pool, &shared.ctx, &ids).await {
+            Ok(results) => {
+                let seconds = started.elapsed().as_secs_f64();
+                for ((delivery, msg), p) in std::mem::take(&mut together).into_iter().zip(results) {
+                    let labels = (msg.provider.clone(), msg.event_type.clone());
+                    metrics::histogram!("payhook_event_processing_seconds", "provider" => labels.0.clone())
+                        .record(seconds);
+                    let span = tracing::info_span!("event", event_id = msg.id, provider = %msg.provider, event_type = %msg.event_type);
+                    settle(shared, &delivery, p, &labels).instrument(span).await;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, events = ids.len(), "batch failed; applying its events one by one");
+            }
+        }
+    }
+    for (delivery, msg) in together {
+        let span = tracing::info_span!("event", event_id = msg.id, provider = %msg.provider, event_type = %msg.event_type);
+        process(shared, delivery, msg).instrument(span).await;
+    }
+    for delivery in alone {
+        handle(shared, delivery).await;
+    }
+}
 
 /// Processes one delivery and settles it with the broker.
 pub async fn handle(shared: &Shared, delivery: Delivery) {
@@ -53,16 +96,7 @@ async fn process(shared: &Shared, delivery: Delivery, msg: EventMessage) {
     metrics::histogram!("payhook_event_processing_seconds", "provider" => labels.0.clone())
         .record(started.elapsed().as_secs_f64());
     match result {
-        Ok(p) if p.outcome == Outcome::Missing => {
-            // Published by another installation sharing the broker, or its row was deleted.
-            tracing::error!("no such event in the database; dead-lettering the message");
-            dead_letter(shared, &delivery, None, &labels).await;
-        }
-        Ok(p) => {
-            tracing::debug!(outcome = p.outcome.label(), "event done");
-            count(&labels, p.outcome.label());
-            ack(&delivery).await;
-        }
+        Ok(p) => settle(shared, &delivery, p, &labels).await,
         Err(DomainError::Transient(e)) => retry(shared, &delivery, &msg, &e, &labels).await,
         Err(DomainError::Permanent(e)) => {
             tracing::error!(error = %e, "event failed permanently; dead-lettering it");
@@ -77,6 +111,19 @@ async fn process(shared: &Shared, delivery: Delivery, msg: EventMessage) {
             )
             .await;
         }
+    }
+}
+
+/// An event its transaction got through: ack it, or dead-letter a message with no event.
+async fn settle(shared: &Shared, delivery: &Delivery, p: Processed, labels: &(String, String)) {
+    if p.outcome == Outcome::Missing {
+        // Published by another installation sharing the broker, or its row was deleted.
+        tracing::error!("no such event in the database; dead-lettering the message");
+        dead_letter(shared, delivery, None, labels).await;
+    } else {
+        tracing::debug!(outcome = p.outcome.label(), "event done");
+        count(labels, p.outcome.label());
+        ack(delivery).await;
     }
 }
 

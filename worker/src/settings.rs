@@ -14,13 +14,19 @@ pub struct WorkerSettings {
     #[arg(long, env = "WORKER_OPS_ADDR", default_value = "127.0.0.1:8082")]
     pub worker_ops_addr: SocketAddr,
 
-    /// Events processed at the same time by this process (each holds one PostgreSQL
-    /// connection while it runs).
+    /// Batches of events processed at the same time by this process (each holds one
+    /// PostgreSQL connection while it runs).
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_concurrency: u16,
 
+    /// Most events applied in one PostgreSQL transaction. A batch is whatever RabbitMQ has
+    /// already handed over, up to this many (no waiting for more); 1 = one transaction per
+    /// event.
+    #[arg(long, env = "WORKER_BATCH_MAX", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_batch_max: u16,
+
     /// Messages RabbitMQ hands this process before it acks any (at least the concurrency).
-    #[arg(long, env = "WORKER_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "WORKER_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_prefetch: u16,
 
     /// How often the queue-depth gauge is refreshed.

@@ -26,6 +26,8 @@ pub struct Shared {
     pub ctx: Context,
     pub amqp_url: String,
     pub concurrency: usize,
+    /// Most events in one transaction (`WORKER_BATCH_MAX`).
+    pub batch_max: usize,
     pub prefetch: u16,
     /// True while a consumer is registered on the events queue (for /readyz).
     pub consuming: AtomicBool,
@@ -62,6 +64,7 @@ impl Worker {
             },
             amqp_url: config.broker.amqp_url.clone(),
             concurrency: usize::from(config.worker.worker_concurrency),
+            batch_max: usize::from(config.worker.worker_batch_max),
             // Never fewer messages on hand than tasks to run them.
             prefetch: config
                 .worker

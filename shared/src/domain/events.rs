@@ -1,6 +1,8 @@
 //! The `webhook_events` row through the worker: load and lock it, mark it processed, ignored,
 //! retrying or dead, and put it back in line for a replay.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -55,6 +57,11 @@ pub struct Processed {
     pub outcome: Outcome,
 }
 
+/// The columns of [`Event`], as the worker loads them.
+const EVENT_COLUMNS: &str = "id, provider, external_id, event_type, resource_id, payload,
+    payload::text AS payload_text, COALESCE(occurred_at, received_at) AS occurred_at,
+    status, attempts";
+
 pub(super) async fn process(
     pool: &PgPool,
     ctx: &Context,
@@ -63,12 +70,9 @@ pub(super) async fn process(
     let mut tx = pool.begin().await?;
     // FOR UPDATE: two workers handed the same event (a redelivery racing the original) take
     // turns; the second then sees it processed and skips it.
-    let event: Option<Event> = sqlx::query_as(
-        "SELECT id, provider, external_id, event_type, resource_id, payload,
-                payload::text AS payload_text, COALESCE(occurred_at, received_at) AS occurred_at,
-                status, attempts
-         FROM webhook_events WHERE id = $1 FOR UPDATE",
-    )
+    let event: Option<Event> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1 FOR UPDATE"
+    ))
     .bind(event_id)
     .fetch_optional(&mut *tx)
     .await?;
@@ -94,6 +98,59 @@ pub(super) async fn process(
         .await?;
     tx.commit().await?;
     Ok(Processed { outcome })
+}
+
+/// Applies several events in ONE transaction, in the order given: one commit (and one WAL
+/// flush) for the lot, the rows locked with one statement and marked with another. All or
+/// nothing: on any error nothing is kept and the caller processes the events one by one
+/// ([`process`]), so one failing event never holds up or undoes the others.
+pub(super) async fn process_batch(
+    pool: &PgPool,
+    ctx: &Context,
+    event_ids: &[i64],
+) -> Result<Vec<Processed>, DomainError> {
+    let mut tx = pool.begin().await?;
+    // In id order, so two workers locking overlapping batches (redeliveries) don't deadlock.
+    let rows: Vec<Event> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    ))
+    .bind(event_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut pending: HashMap<i64, Event> = rows.into_iter().map(|e| (e.id, e)).collect();
+    let mut seen = HashSet::new();
+    let mut done_ids = Vec::new();
+    let mut done_status = Vec::new();
+    let mut results = Vec::with_capacity(event_ids.len());
+    for id in event_ids {
+        let outcome = match pending.remove(id) {
+            // The same event twice in a batch (two messages for one event): done once.
+            None if seen.contains(id) => Outcome::AlreadyDone,
+            None => Outcome::Missing,
+            Some(e) if e.status == "processed" || e.status == "ignored" => Outcome::AlreadyDone,
+            Some(event) => {
+                let (status, outcome) = match apply(&mut tx, ctx, &event).await? {
+                    Handled::Applied => ("processed", Outcome::Processed),
+                    Handled::NoHandler => ("ignored", Outcome::Ignored),
+                };
+                done_ids.push(*id);
+                done_status.push(status);
+                outcome
+            }
+        };
+        seen.insert(*id);
+        results.push(Processed { outcome });
+    }
+    sqlx::query(
+        "UPDATE webhook_events e SET status = x.status, processed_at = now()
+         FROM UNNEST($1::bigint[], $2::text[]) AS x(id, status) WHERE e.id = x.id",
+    )
+    .bind(&done_ids)
+    .bind(&done_status)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(results)
 }
 
 /// Records a transient failure: one more attempt, status `retrying`, the error. Returns the

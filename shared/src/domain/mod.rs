@@ -2,7 +2,8 @@
 //!
 //! [`process_event`] applies one stored event in one PostgreSQL transaction: lock the event
 //! row, skip it if already done, run its handler, mark it processed (or ignored when no
-//! handler exists). Every business write is keyed by a gateway id, so running an event twice
+//! handler exists). [`process_events`] does the same for a batch in one transaction (the
+//! worker's fast path), all or nothing. Every business write is keyed by a gateway id, so running an event twice
 //! changes nothing; every change writes a domain event into `domain_outbox` in the same
 //! transaction.
 //!
@@ -178,6 +179,25 @@ pub async fn process_event(
     event_id: i64,
 ) -> Result<Processed, DomainError> {
     events::process(pool, ctx, event_id).await
+}
+
+/// Applies several events in one transaction, all or nothing (see
+/// [`events::process_batch`]); on an error, process them one by one with [`process_event`].
+pub async fn process_events(
+    pool: &PgPool,
+    ctx: &Context,
+    event_ids: &[i64],
+) -> Result<Vec<Processed>, DomainError> {
+    events::process_batch(pool, ctx, event_ids).await
+}
+
+/// Whether an event may share a transaction with others. Not when its handler asks a
+/// gateway to DO something (retry a payment): a batch that fails later is redone one event at
+/// a time, and the gateway must not be asked twice.
+pub fn may_batch(ctx: &Context, provider: &str, event_type: &str) -> bool {
+    !(ctx.gocardless_retry_failed_payments
+        && provider == "gocardless"
+        && event_type == "payments.failed")
 }
 
 // ---- small readers over event payloads, shared by the handlers ------------------------------

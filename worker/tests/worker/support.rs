@@ -85,6 +85,7 @@ impl Harness {
             worker: WorkerSettings {
                 worker_ops_addr: "127.0.0.1:0".parse().unwrap(),
                 worker_concurrency: 4,
+                worker_batch_max: 32,
                 worker_prefetch: 16,
                 worker_queue_poll: Duration::from_millis(200),
                 gocardless_retry_failed_payments: self.retry_failed_payments,
