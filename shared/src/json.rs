@@ -486,6 +486,15 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_escaped_backslash_before_u0000_is_not_a_nul() {
+        // `\\u0000` is a backslash then "u0000", which jsonb stores; only `\u0000` is NUL.
+        // (fuzz/seeds/json/regress-escaped-backslash-u0000, from the json fuzz target.)
+        let top = parse_object(br#"{"\\u0000AA": 2, "s": "a\\u0000"}"#).unwrap();
+        assert_eq!(top["\\u0000AA"], 2);
+        assert_eq!(top["s"], "a\\u0000");
+    }
+
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }

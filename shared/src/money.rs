@@ -424,4 +424,157 @@ mod tests {
             let _ = to_minor(&s, cur);
         }
     }
+
+    /// Every currency payhook knows, so every exponent (0, 2, 3, 4, 6, 8) and every code.
+    fn any_known_currency() -> impl Strategy<Value = &'static str> {
+        let mut all: Vec<&'static str> = EXPONENTS.iter().map(|(c, _)| *c).collect();
+        all.extend_from_slice(TWO_DECIMALS);
+        prop::sample::select(all)
+    }
+
+    /// `minor` as a major-unit decimal with exactly `exp` decimals (`-0.05`, `1500`).
+    fn major_text(minor: i64, exp: u32) -> String {
+        let sign = if minor < 0 { "-" } else { "" };
+        let exp = exp as usize;
+        let abs = format!("{:0>width$}", minor.unsigned_abs(), width = exp + 1);
+        let (int, frac) = abs.split_at(abs.len() - exp);
+        if exp == 0 {
+            format!("{sign}{int}")
+        } else {
+            format!("{sign}{int}.{frac}")
+        }
+    }
+
+    /// A whole number of major units that fits in an i64 once scaled, with up to `exp`
+    /// decimals, spelled with optional leading zeros and a sign.
+    fn major_amount() -> impl Strategy<Value = (&'static str, bool, u64, String, usize)> {
+        any_known_currency().prop_flat_map(|cur| {
+            let exp = exponent(cur).unwrap();
+            let max_int = i64::MAX as u64 / 10u64.pow(exp);
+            (
+                Just(cur),
+                any::<bool>(),
+                0..max_int,
+                prop::string::string_regex(&format!("[0-9]{{0,{exp}}}")).unwrap(),
+                0usize..3,
+            )
+        })
+    }
+
+    proptest! {
+        /// major → minor → major: any decimal a gateway may send in any known currency
+        /// converts to minor units, and those written back as major units are the same amount
+        /// (the canonical spelling: no leading zeros, exactly `exponent` decimals).
+        #[test]
+        fn major_to_minor_to_major_round_trips_in_every_currency(
+            (cur, neg, int, frac, leading_zeros) in major_amount(), lower in any::<bool>()
+        ) {
+            let exp = exponent(cur).unwrap();
+            let sign = if neg { "-" } else { "" };
+            let zeros = "0".repeat(leading_zeros);
+            let text = if frac.is_empty() {
+                format!("{sign}{zeros}{int}")
+            } else {
+                format!("{sign}{zeros}{int}.{frac}")
+            };
+            let code = if lower { cur.to_ascii_lowercase() } else { cur.to_owned() };
+            let minor = to_minor(&text, &code);
+            prop_assert!(minor.is_ok(), "{text} {cur}: {minor:?}");
+            let minor = minor.unwrap();
+            let frac_padded = format!("{frac:0<width$}", width = exp as usize);
+            let magnitude = format!("{int}{frac_padded}").parse::<i64>().unwrap();
+            prop_assert_eq!(minor, if neg { -magnitude } else { magnitude });
+            let back = major_text(minor, exp);
+            prop_assert_eq!(to_minor(&back, cur), Ok(minor));
+            let canonical = if exp == 0 {
+                format!("{}{int}", if minor < 0 { "-" } else { "" })
+            } else {
+                format!("{}{int}.{frac_padded}", if minor < 0 { "-" } else { "" })
+            };
+            prop_assert_eq!(back, canonical);
+        }
+
+        /// More decimals than the currency's exponent, the last one not zero, is refused as
+        /// inexact in every currency, plain or in exponent notation, either sign.
+        #[test]
+        fn more_decimals_than_the_exponent_is_refused_in_every_currency(
+            cur in any_known_currency(), int in 0u64..1_000_000_000_000, allowed in any::<u64>(),
+            extra in "[0-9]{0,6}[1-9]", neg in any::<bool>(), sci in any::<bool>()
+        ) {
+            let exp = exponent(cur).unwrap();
+            let allowed = if exp == 0 {
+                String::new()
+            } else {
+                format!("{:0>width$}", allowed % 10u64.pow(exp), width = exp as usize)
+            };
+            let frac = format!("{allowed}{extra}");
+            let sign = if neg { "-" } else { "" };
+            let text = if sci {
+                format!("{sign}{int}{frac}e-{}", frac.len())
+            } else {
+                format!("{sign}{int}.{frac}")
+            };
+            prop_assert_eq!(
+                to_minor(&text, cur),
+                Err(MoneyError::Inexact { currency: cur.to_owned(), exponent: exp })
+            );
+        }
+
+        /// `MANTISSAeK` for any i64 mantissa and power of ten, checked against i128
+        /// arithmetic: the exact minor amount when it is whole and fits in an i64, `Inexact`
+        /// when it is not whole, `Overflow` when it does not fit. Never a panic, never a
+        /// wrapped value.
+        #[test]
+        fn exponent_notation_converts_exactly_or_says_why_not(
+            mantissa in any::<i64>(), k in -45i32..45, cur in any_known_currency(), upper in any::<bool>()
+        ) {
+            let exp = exponent(cur).unwrap();
+            let shift = k + exp as i32;
+            let m = i128::from(mantissa);
+            let want = if mantissa == 0 {
+                Ok(0)
+            } else if shift >= 0 {
+                10i128
+                    .checked_pow(shift as u32)
+                    .and_then(|p| m.checked_mul(p))
+                    .and_then(|v| i64::try_from(v).ok())
+                    .ok_or(MoneyError::Overflow)
+            } else {
+                match 10i128.checked_pow(shift.unsigned_abs()) {
+                    Some(p) if m % p == 0 => Ok(i64::try_from(m / p).unwrap()),
+                    _ => Err(MoneyError::Inexact { currency: cur.to_owned(), exponent: exp }),
+                }
+            };
+            let text = format!("{mantissa}{}{k}", if upper { 'E' } else { 'e' });
+            prop_assert_eq!(to_minor(&text, cur), want, "{}", text);
+        }
+
+        /// Digit strings far longer than an i64 holds are refused (too large, or inexact when
+        /// they also carry too many decimals): no panic, no wrap.
+        #[test]
+        fn huge_amounts_are_refused_without_overflowing(
+            digits in "[1-9][0-9]{19,80}", frac in "[0-9]{0,10}", cur in any_known_currency(),
+            neg in any::<bool>()
+        ) {
+            let exp = exponent(cur).unwrap() as usize;
+            let sign = if neg { "-" } else { "" };
+            let text = if frac.is_empty() { format!("{sign}{digits}") } else { format!("{sign}{digits}.{frac}") };
+            let too_fine = frac.len() > exp && frac[exp..].bytes().any(|b| b != b'0');
+            let got = to_minor(&text, cur);
+            if too_fine {
+                prop_assert!(matches!(got, Err(MoneyError::Inexact { .. })), "{text}: {got:?}");
+            } else {
+                prop_assert_eq!(got, Err(MoneyError::Overflow), "{}", text);
+            }
+        }
+
+        /// Amounts already in minor units (GoCardless, Paystack) read back as themselves, from
+        /// a JSON number or a string of digits, for every i64.
+        #[test]
+        fn any_minor_units_read_back_from_json_as_themselves(n in any::<i64>()) {
+            prop_assert_eq!(minor_units(&json!(n)), Ok(n));
+            prop_assert_eq!(minor_units(&json!(n.to_string())), Ok(n));
+            prop_assert_eq!(minor_units(&json!(format!(" {n}.000 "))), Ok(n));
+        }
+    }
 }

@@ -147,6 +147,10 @@ mod tests {
         ])
     }
 
+    fn status() -> impl Strategy<Value = PaymentStatus> {
+        prop::sample::select(PaymentStatus::ALL.to_vec())
+    }
+
     fn fold(events: &[PaymentStatus]) -> Option<PaymentStatus> {
         events.iter().copied().reduce(PaymentStatus::merge)
     }
@@ -173,6 +177,42 @@ mod tests {
             let (a, b) = (PaymentStatus::ALL[a], PaymentStatus::ALL[b]);
             prop_assert!(a.merge(b) >= a);
             prop_assert_eq!(a.merge(b), b.merge(a));
+        }
+
+        /// Not only real lifecycles: any events at all (duplicates, impossible mixes), in any
+        /// order, end in the same status, the highest ranked among them.
+        #[test]
+        fn any_events_in_any_order_end_in_the_same_highest_status(
+            (events, shuffled) in prop::collection::vec(status(), 1..24)
+                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+        ) {
+            prop_assert_eq!(fold(&shuffled), fold(&events));
+            prop_assert_eq!(fold(&events), events.iter().copied().max());
+        }
+
+        /// As the worker applies them (`payments::apply`: the first event inserts the row with
+        /// its status, each later one merges into it): every step stays or moves forward, and
+        /// once money is taken no later event says otherwise.
+        #[test]
+        fn applying_events_one_at_a_time_only_moves_forward(
+            events in prop::collection::vec(status(), 1..24)
+        ) {
+            let mut current = events[0];
+            for &incoming in &events[1..] {
+                let next = current.merge(incoming);
+                prop_assert!(next >= current && next >= incoming);
+                prop_assert!(next == current || next == incoming);
+                prop_assert!(!current.money_taken() || next.money_taken());
+                current = next;
+            }
+        }
+
+        /// Grouping does not matter either (replays and retries interleave arbitrarily), and
+        /// an event applied twice is applied once.
+        #[test]
+        fn merge_is_associative_and_idempotent(a in status(), b in status(), c in status()) {
+            prop_assert_eq!(a.merge(b).merge(c), a.merge(b.merge(c)));
+            prop_assert_eq!(a.merge(b).merge(b), a.merge(b));
         }
 
         #[test]

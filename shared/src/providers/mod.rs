@@ -6,6 +6,8 @@ mod flutterwave;
 mod gocardless;
 mod payqi;
 mod paystack;
+#[cfg(test)]
+mod properties;
 pub mod signature;
 
 pub use flutterwave::Flutterwave;
