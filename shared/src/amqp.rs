@@ -217,22 +217,62 @@ impl Broker {
         timeout: Duration,
         mandatory: bool,
     ) -> Result<(), PublishError> {
+        let pending = self.start_publish(messages, timeout, mandatory).await?;
+        self.confirmed(pending, timeout).await
+    }
+
+    /// The first half of [`Broker::publish_confirmed`]: hands every message (persistent,
+    /// mandatory) to the broker without waiting for its confirms, so a caller can send the
+    /// next batch while these are confirmed. Finish with [`Broker::confirmed`].
+    pub async fn publish_unconfirmed(
+        &self,
+        messages: &[Outgoing],
+        timeout: Duration,
+    ) -> Result<PendingConfirms, PublishError> {
+        self.start_publish(messages, timeout, true).await
+    }
+
+    async fn start_publish(
+        &self,
+        messages: &[Outgoing],
+        timeout: Duration,
+        mandatory: bool,
+    ) -> Result<PendingConfirms, PublishError> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(PendingConfirms(Vec::new()));
         }
         let ch = self.channel().await?;
-        let result = tokio::time::timeout(timeout, publish_all(&ch, messages, mandatory)).await;
-        let result = match result {
+        let result =
+            match tokio::time::timeout(timeout, publish_all(&ch, messages, mandatory)).await {
+                Ok(r) => r,
+                Err(_) => Err(PublishError::Timeout(timeout)),
+            };
+        self.reset_if_broken(&result).await;
+        result.map(PendingConfirms)
+    }
+
+    /// Waits for the broker's confirms of messages handed over earlier: `Ok` only when it
+    /// acked each one and routed it to a queue.
+    pub async fn confirmed(
+        &self,
+        pending: PendingConfirms,
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        let result = match tokio::time::timeout(timeout, await_confirms(pending.0)).await {
             Ok(r) => r,
             Err(_) => Err(PublishError::Timeout(timeout)),
         };
+        self.reset_if_broken(&result).await;
+        result
+    }
+
+    async fn reset_if_broken<T>(&self, result: &Result<T, PublishError>) {
         if matches!(
             result,
             Err(PublishError::Unavailable(_) | PublishError::Timeout(_))
         ) {
             self.reset().await;
         }
-        result
     }
 
     /// True when the broker answers a round trip now (for /readyz): a cached "connected"
@@ -277,7 +317,7 @@ async fn publish_all(
     ch: &Channel,
     messages: &[Outgoing],
     mandatory: bool,
-) -> Result<(), PublishError> {
+) -> Result<Vec<lapin::PublisherConfirm>, PublishError> {
     // Every publish is handed to the channel before any is awaited: lapin frames them
     // back to back instead of one wake-up of its I/O loop per message.
     let publishes = messages.iter().map(|m| {
@@ -299,9 +339,25 @@ async fn publish_all(
             props,
         )
     });
-    let confirms = futures::future::try_join_all(publishes)
+    futures::future::try_join_all(publishes)
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)
+}
+
+/// Confirms of published messages not yet awaited (see [`Broker::publish_unconfirmed`]).
+pub struct PendingConfirms(Vec<lapin::PublisherConfirm>);
+
+impl PendingConfirms {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+async fn await_confirms(confirms: Vec<lapin::PublisherConfirm>) -> Result<(), PublishError> {
     // Confirms are awaited together: one round trip for the whole batch, not one per message.
     for c in futures::future::join_all(confirms).await {
         match c.map_err(unavailable)? {

@@ -1,10 +1,11 @@
 //! Group commit: the path from a verified delivery to "safe to answer 2xx".
 //!
 //! Requests hand their delivery to a writer task and wait. The writer takes everything that
-//! arrived while the previous batch was in flight, stores it in ONE PostgreSQL transaction,
-//! and passes it to a publisher task, which publishes the new events and waits for the
-//! broker's confirms once for the whole batch. While a batch waits for its confirms, the next
-//! one is already being written. When idle, a lone request goes through at once: there is no
+//! arrived while the previous batch was in flight, stores it with ONE PostgreSQL statement,
+//! and passes it to a publisher task, which hands the new events to the broker and passes
+//! the batch on to a settler task, which waits for the broker's confirms (once for the whole
+//! batch), stamps the events published and answers. Writing, publishing and confirming
+//! overlap: while a batch waits for its confirms, the next ones are written and published. When idle, a lone request goes through at once: there is no
 //! timer, only "whatever queued up meanwhile".
 //!
 //! A delivery is answered `Ok` only once its rows are committed and its events confirmed by
@@ -20,7 +21,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::amqp::{Broker, EventMessage, Outgoing};
+use crate::amqp::{Broker, EventMessage, Outgoing, PendingConfirms, PublishError};
 use crate::db::OwnConnection;
 use crate::providers::NewEvent;
 
@@ -70,6 +71,9 @@ pub struct IntakeConfig {
     pub accept_without_broker: bool,
 }
 
+/// Batches handed to the broker whose confirms are still awaited.
+const IN_FLIGHT_BATCHES: usize = 4;
+
 struct Job {
     delivery: Delivery,
     reply: oneshot::Sender<Result<Accepted, IntakeError>>,
@@ -106,13 +110,18 @@ impl Intake {
         config: IntakeConfig,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>(config.batch_max * 4);
-        // Capacity 1: at most one batch waits for confirms while the next is being written.
+        // Capacity 1: the writer collects its next batch only when the publisher takes the
+        // last one, so requests arriving meanwhile join it.
         let (ptx, prx) = mpsc::channel::<Committed>(1);
+        // Batches published and waiting for their confirms, at most this many at once.
+        let (stx, srx) = mpsc::channel::<Publishing>(IN_FLIGHT_BATCHES);
         let writer = tokio::spawn(writer(pool.clone(), rx, ptx, config.clone()));
-        let publisher = tokio::spawn(publisher(pool, broker, prx, config));
+        let publisher = tokio::spawn(publisher(broker.clone(), prx, stx, config.clone()));
+        let settler = tokio::spawn(settler(pool, broker, srx, config));
         let handle = tokio::spawn(async move {
             let _ = writer.await;
             let _ = publisher.await;
+            let _ = settler.await;
         });
         (Self { tx }, handle)
     }
@@ -224,24 +233,67 @@ fn refuse(batch: Vec<Job>, e: &sqlx::Error) {
     }
 }
 
+/// Hands each committed batch's messages to the broker and passes the batch on to
+/// [`settler`] without waiting for the confirms: the next batch is published while these are
+/// being confirmed.
 async fn publisher(
-    pool: PgPool,
     broker: Arc<Broker>,
     mut rx: mpsc::Receiver<Committed>,
+    stx: mpsc::Sender<Publishing>,
+    config: IntakeConfig,
+) {
+    while let Some(batch) = rx.recv().await {
+        let outgoing: Vec<Outgoing> = batch
+            .to_publish
+            .iter()
+            .map(|m| Outgoing::event(broker.names(), m))
+            .collect();
+        let started = Instant::now();
+        let pending = broker
+            .publish_unconfirmed(&outgoing, config.confirm_timeout)
+            .await;
+        if stx
+            .send(Publishing {
+                batch,
+                pending,
+                started,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A batch whose messages are with the broker, waiting for its confirms.
+struct Publishing {
+    batch: Committed,
+    pending: Result<PendingConfirms, PublishError>,
+    started: Instant,
+}
+
+/// Waits for each batch's confirms (in publishing order), stamps its events published and
+/// answers its requests.
+async fn settler(
+    pool: PgPool,
+    broker: Arc<Broker>,
+    mut rx: mpsc::Receiver<Publishing>,
     config: IntakeConfig,
 ) {
     // Marking events published is bookkeeping the relay redoes if it is lost in a crash
     // (a duplicate message, which the worker ignores): it need not wait for a WAL flush.
     let mut marks = OwnConnection::new(&pool, true);
-    while let Some(Committed { jobs, to_publish }) = rx.recv().await {
-        let outgoing: Vec<Outgoing> = to_publish
-            .iter()
-            .map(|m| Outgoing::event(broker.names(), m))
-            .collect();
-        let started = Instant::now();
-        let result = broker
-            .publish_confirmed(&outgoing, config.confirm_timeout)
-            .await;
+    while let Some(Publishing {
+        batch: Committed { jobs, to_publish },
+        pending,
+        started,
+    }) = rx.recv().await
+    {
+        let result = match pending {
+            Ok(pending) => broker.confirmed(pending, config.confirm_timeout).await,
+            Err(e) => Err(e),
+        };
         metrics::histogram!("payhook_publish_confirm_seconds")
             .record(started.elapsed().as_secs_f64());
         let published = match &result {
