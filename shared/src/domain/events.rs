@@ -62,42 +62,14 @@ const EVENT_COLUMNS: &str = "id, provider, external_id, event_type, resource_id,
     payload::text AS payload_text, COALESCE(occurred_at, received_at) AS occurred_at,
     status, attempts";
 
+/// One event in its own transaction: a batch of one.
 pub(super) async fn process(
     pool: &PgPool,
     ctx: &Context,
     event_id: i64,
 ) -> Result<Processed, DomainError> {
-    let mut tx = pool.begin().await?;
-    // FOR UPDATE: two workers handed the same event (a redelivery racing the original) take
-    // turns; the second then sees it processed and skips it.
-    let event: Option<Event> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(event_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(event) = event else {
-        return Ok(Processed {
-            outcome: Outcome::Missing,
-        });
-    };
-    if event.status == "processed" || event.status == "ignored" {
-        return Ok(Processed {
-            outcome: Outcome::AlreadyDone,
-        });
-    }
-    let handled = apply(&mut tx, ctx, &event).await?;
-    let (status, outcome) = match handled {
-        Handled::Applied => ("processed", Outcome::Processed),
-        Handled::NoHandler => ("ignored", Outcome::Ignored),
-    };
-    sqlx::query("UPDATE webhook_events SET status = $2, processed_at = now() WHERE id = $1")
-        .bind(event_id)
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Processed { outcome })
+    let mut results = process_batch(pool, ctx, &[event_id]).await?;
+    Ok(results.remove(0))
 }
 
 /// Applies several events in ONE transaction, in the order given: one commit (and one WAL
@@ -110,7 +82,9 @@ pub(super) async fn process_batch(
     event_ids: &[i64],
 ) -> Result<Vec<Processed>, DomainError> {
     let mut tx = pool.begin().await?;
-    // In id order, so two workers locking overlapping batches (redeliveries) don't deadlock.
+    // FOR UPDATE: two workers handed the same event (a redelivery racing the original) take
+    // turns; the second then sees it processed and skips it. In id order, so two workers
+    // locking overlapping batches don't deadlock.
     let rows: Vec<Event> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     ))
@@ -140,6 +114,9 @@ pub(super) async fn process_batch(
         };
         seen.insert(*id);
         results.push(Processed { outcome });
+    }
+    if done_ids.is_empty() {
+        return Ok(results);
     }
     sqlx::query(
         "UPDATE webhook_events e SET status = x.status, processed_at = now()
