@@ -32,8 +32,13 @@ pub const RETRY_DELAYS: [(&str, Duration); 6] = [
 pub const DELIVERY_LIMIT: i64 = 10;
 
 /// The header on a retried message naming its delay queue (`5s`); the retry exchange is a
-/// headers exchange, so the message keeps its original routing key for the way back.
-pub const RETRY_HEADER: &str = "x-payhook-retry";
+/// headers exchange, so the message keeps its original routing key for the way back. No
+/// `x-` prefix: a headers exchange ignores such headers when matching, and the copy would
+/// then go to EVERY delay queue.
+pub const RETRY_HEADER: &str = "payhook-retry";
+
+/// The header name of the first releases, whose bindings [`declare_topology`] removes.
+pub const LEGACY_RETRY_HEADER: &str = "x-payhook-retry";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -470,6 +475,19 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), lapin::
             "".into(),
             QueueBindOptions::default(),
             bind,
+        )
+        .await?;
+        // Earlier builds bound on `x-payhook-retry`, a header the exchange ignores, so that
+        // binding matched every retry: remove it (a no-op where it never existed).
+        let mut legacy = FieldTable::default();
+        legacy
+            .insert("x-match".into(), long_str("all"))
+            .insert(LEGACY_RETRY_HEADER.into(), long_str(label));
+        ch.queue_unbind(
+            queue.as_str().into(),
+            names.retry_exchange().as_str().into(),
+            "".into(),
+            legacy,
         )
         .await?;
     }

@@ -4,7 +4,7 @@
 //!
 //! - done (processed, ignored, already done): ack.
 //! - transient error: attempts + 1, status `retrying`; a copy goes to `<prefix>.retry` with
-//!   `x-payhook-retry` naming the delay of this attempt (1 s, 5 s, … 1 h) and the original
+//!   `payhook-retry` naming the delay of this attempt (1 s, 5 s, … 1 h) and the original
 //!   routing key, so the delay queue sends it back to `<prefix>.events` when its TTL ends.
 //! - after the last delay, or a permanent error: status `dead`, a copy to `<prefix>.dlx`
 //!   (→ `<prefix>.dead`).

@@ -197,3 +197,50 @@ async fn a_database_outage_is_retried_through_the_delay_queue() {
     run.await.unwrap().unwrap();
     h.stop_workers().await;
 }
+
+/// Earlier builds bound the delay queues on an `x-` header, which a headers exchange ignores:
+/// every retry went to every delay queue. A worker starting on such a broker removes those
+/// bindings, and a retry waits in one queue only.
+#[tokio::test]
+async fn a_retry_waits_in_one_delay_queue_even_on_a_broker_set_up_by_an_earlier_build() {
+    use lapin::options::QueueBindOptions;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use payhook_shared::amqp::{LEGACY_RETRY_HEADER, RETRY_DELAYS};
+
+    let mut h = Harness::without_worker().await;
+    let ch = h.broker.channel().await.unwrap();
+    for (label, _) in RETRY_DELAYS {
+        let mut legacy = FieldTable::default();
+        legacy
+            .insert(
+                "x-match".into(),
+                AMQPValue::LongString(LongString::from("all")),
+            )
+            .insert(
+                LEGACY_RETRY_HEADER.into(),
+                AMQPValue::LongString(LongString::from(label)),
+            );
+        ch.queue_bind(
+            h.env.names().retry_queue(label).as_str().into(),
+            h.env.names().retry_exchange().as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            legacy,
+        )
+        .await
+        .unwrap();
+    }
+    h.spawn_worker().await;
+    h.known_member("MD1").await;
+    h.gateway
+        .once("GET", "/payments/PM1", 503, json!({"error": "try later"}));
+    h.gateway.gocardless_payment("PM1", "MD1", 2750);
+    let ids = h
+        .deliver("gocardless", &gc_body(vec![bare_confirmed("EV1", "PM1")]))
+        .await;
+
+    h.wait_processed(&ids).await;
+    // Every delay queue but 1 s would hold a copy if the old bindings were still there.
+    h.assert_queues_drained().await;
+    assert_eq!(ledger(&h, "gocardless", "PM1").await.len(), 1);
+}

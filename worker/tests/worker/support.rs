@@ -266,6 +266,14 @@ impl Harness {
             0,
             "nothing dead-lettered"
         );
+        for (label, _) in payhook_shared::amqp::RETRY_DELAYS {
+            let queue = names.retry_queue(label);
+            assert_eq!(
+                self.env.queue_len(&queue).await,
+                0,
+                "nothing left waiting in {queue}"
+            );
+        }
     }
 
     /// Domain events written to the outbox, by type, in order.
