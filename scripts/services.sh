@@ -7,10 +7,15 @@
 #   scripts/services.sh down [--stack NAME]   stop both
 #   scripts/services.sh env  [--stack NAME]   print the export lines for DATABASE_URL/AMQP_URL
 #   scripts/services.sh restart-pg|restart-rabbit|stop-rabbit|start-rabbit|reset-rabbit [--stack NAME]
+#   scripts/services.sh rabbit-version [--stack NAME]   the running node's RabbitMQ version
 #
-# Stacks: `dev` (ports 5432/5672, the defaults of DESIGN.md) and `test` (55432/55672, so the
-# test suite never collides with a running dev stack). PAYHOOK_STATE_DIR overrides where the
-# data lives (default: .payhook/<stack> in the repository).
+# Stacks (PostgreSQL/RabbitMQ ports; each has its own Erlang distribution port too):
+#   dev    5432/5672    the defaults of DESIGN.md (scripts/run)
+#   test   55432/55672  the test suite (scripts/test), never colliding with a running dev stack
+#   bench  56432/56672  the benchmark (scripts/bench)
+#   chaos  57432/57672  the chaos run (scripts/chaos), whose restarts must not hit the others
+# PAYHOOK_STATE_DIR overrides where the data lives (default: .payhook/<stack> in the
+# repository); PAYHOOK_PG_PORT, PAYHOOK_AMQP_PORT and PAYHOOK_DIST_PORT override the ports.
 set -euo pipefail
 
 cmd=${1:-up}
@@ -25,10 +30,13 @@ done
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 case "$stack" in
-  dev)  pg_port=${PAYHOOK_PG_PORT:-5432};  amqp_port=${PAYHOOK_AMQP_PORT:-5672};  dist_port=25672 ;;
-  test) pg_port=${PAYHOOK_PG_PORT:-55432}; amqp_port=${PAYHOOK_AMQP_PORT:-55672}; dist_port=45672 ;;
-  *) echo "unknown stack: $stack (dev or test)" >&2; exit 2 ;;
+  dev)   pg_port=${PAYHOOK_PG_PORT:-5432};  amqp_port=${PAYHOOK_AMQP_PORT:-5672};  dist_port=25672 ;;
+  test)  pg_port=${PAYHOOK_PG_PORT:-55432}; amqp_port=${PAYHOOK_AMQP_PORT:-55672}; dist_port=45672 ;;
+  bench) pg_port=${PAYHOOK_PG_PORT:-56432}; amqp_port=${PAYHOOK_AMQP_PORT:-56672}; dist_port=46672 ;;
+  chaos) pg_port=${PAYHOOK_PG_PORT:-57432}; amqp_port=${PAYHOOK_AMQP_PORT:-57672}; dist_port=47672 ;;
+  *) echo "unknown stack: $stack (dev, test, bench or chaos)" >&2; exit 2 ;;
 esac
+dist_port=${PAYHOOK_DIST_PORT:-$dist_port}
 state=${PAYHOOK_STATE_DIR:-$repo/.payhook/$stack}
 # As root, the data must be reachable by the postgres and rabbitmq users; a checkout under a
 # private folder (/root/...) is not, so its state then lives under /var/tmp instead.
@@ -169,7 +177,9 @@ EOF
 }
 
 rabbit_down() {
-  rmq_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" -q stop
+  # With the pid file, `stop` returns only once the Erlang VM has exited, so a start right
+  # after it (restart-rabbit) never finds the old node still shutting down.
+  rmq_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" -q stop "$rmq_base/pid"
   as_user "$(rmq_user)" "${rmq_cmd[@]}" >/dev/null 2>&1 || true
 }
 
@@ -178,6 +188,7 @@ print_env() {
   echo "export AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
   echo "export PAYHOOK_PG_DATA=$pg_data"
   echo "export PAYHOOK_RABBIT_NODE=$node"
+  echo "export PAYHOOK_RABBIT_PID_FILE=$rmq_base/pid"
 }
 
 case "$cmd" in
@@ -189,6 +200,9 @@ case "$cmd" in
   stop-rabbit) rabbit_down ;;
   start-rabbit) rabbit_up ;;
   restart-rabbit) rabbit_down; rabbit_up ;;
+  rabbit-version)
+    rmq_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" -q version
+    as_user "$(rmq_user)" "${rmq_cmd[@]}" ;;
   reset-rabbit)
     # Deletes every queue and exchange of this stack's node (what earlier test runs left).
     for step in stop_app reset start_app; do

@@ -1,5 +1,5 @@
-//! The payhook binaries as child processes, their readiness, and what /proc says about them
-//! and about PostgreSQL and RabbitMQ (memory, CPU time).
+//! The payhook binaries as child processes (start, readiness, SIGTERM, `kill -9`), and what
+//! /proc says about them and about PostgreSQL and RabbitMQ (memory, CPU time).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -92,21 +92,42 @@ impl Service {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// SIGTERM (graceful: in-flight work finishes), then SIGKILL after 30 s.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if !self.alive() {
-            return Ok(());
+    /// SIGKILL (`kill -9`): no chance to finish anything; returns once the process is gone.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        if self.alive() {
+            self.child.start_kill()?;
         }
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM (graceful: in-flight work finishes), then SIGKILL after 30 s.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop_within(Duration::from_secs(30)).await.map(drop)
+    }
+
+    /// SIGTERM, then SIGKILL (and an error) if the process is still there after `limit`;
+    /// how long it took to exit.
+    pub async fn stop_within(mut self, limit: Duration) -> anyhow::Result<Duration> {
+        if !self.alive() {
+            return Ok(Duration::ZERO);
+        }
+        let asked = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .await;
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(_) => Ok(()),
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(_) => Ok(asked.elapsed()),
             Err(_) => {
                 self.child.start_kill()?;
                 self.child.wait().await?;
-                bail!("{} did not stop within 30 s of SIGTERM", self.name)
+                bail!(
+                    "{} did not stop within {} s of SIGTERM; its log: {}",
+                    self.name,
+                    limit.as_secs(),
+                    self.log.display()
+                )
             }
         }
     }
