@@ -145,7 +145,7 @@ async fn retry(
         // PostgreSQL is what failed, most likely: count on the message itself.
         Err(_) => attempt_header(delivery).unwrap_or(0) as usize + 1,
     };
-    let Some((delay, _)) = RETRY_DELAYS.get(attempt - 1) else {
+    let Some((delay, wait)) = RETRY_DELAYS.get(attempt - 1) else {
         let e = format!("gave up after {} attempts: {error}", attempt);
         tracing::error!(error = %error, attempts = attempt, "event still failing after the last retry; dead-lettering it");
         if let Err(db) = events::record_dead(&shared.pool, msg.id, &e, false).await {
@@ -155,6 +155,10 @@ async fn retry(
         return;
     };
     tracing::warn!(error = %error, attempt, delay, "event failed; retrying later");
+    if let Err(db) = events::record_retry_due(&shared.pool, msg.id, *wait).await {
+        // Without it the relay republishes the event early: a duplicate, never a loss.
+        tracing::warn!(error = %db, "could not record when the retry is due");
+    }
     let mut headers = FieldTable::default();
     headers
         .insert(

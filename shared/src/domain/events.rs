@@ -149,6 +149,24 @@ pub async fn record_retry(
     .await
 }
 
+/// Records when the event's delayed copy is due back; the event relay republishes it if it
+/// is still `retrying` well after that (a delayed copy can be lost in a broker restart).
+pub async fn record_retry_due(
+    pool: &PgPool,
+    event_id: i64,
+    delay: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_events SET retry_due = now() + make_interval(secs => $2)
+         WHERE id = $1 AND status = 'retrying'",
+    )
+    .bind(event_id)
+    .bind(delay.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Records that the event went dead with `error`. `new_attempt`: true for a permanent error
 /// (this attempt is counted now), false after the last retry (already counted by
 /// [`record_retry`]).

@@ -3,6 +3,10 @@
 //! are published to `<prefix>.events` exactly as ingest publishes them, with confirms, in
 //! batches, then marked `published`. A copy ingest published meanwhile makes a duplicate
 //! message, which the worker skips (the event row is done): never a lost event.
+//!
+//! Also events still `retrying` well after their delayed copy was due (`retry_due` +
+//! `RELAY_AFTER` + 10 s): dead-lettering out of a delay queue is at-most-once, and a copy
+//! whose TTL ends while RabbitMQ restarts is dropped.
 
 use payhook_shared::amqp::{EventMessage, Outgoing};
 use payhook_shared::intake::mark_published;
@@ -31,6 +35,15 @@ pub async fn run(r: &Reconciler) -> anyhow::Result<u64> {
         r.broker.publish_confirmed(&out, CONFIRM_TIMEOUT).await?;
         let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
         mark_published(&r.pool, &ids).await?;
+        // A `retrying` event just republished is not due again until its copy had time to
+        // come back: a minute, then the relay looks again (a duplicate is harmless).
+        sqlx::query(
+            "UPDATE webhook_events SET retry_due = now() + interval '1 minute'
+             WHERE id = ANY($1) AND status = 'retrying'",
+        )
+        .bind(&ids)
+        .execute(&r.pool)
+        .await?;
         relayed += ids.len() as u64;
         tracing::info!(events = ids.len(), "relayed unpublished events");
         if batch.len() < r.settings.relay_batch as usize {
@@ -43,7 +56,9 @@ pub async fn run(r: &Reconciler) -> anyhow::Result<u64> {
 async fn due(pool: &PgPool, r: &Reconciler, after: i64) -> Result<Vec<EventMessage>, sqlx::Error> {
     let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT id, provider, external_id, event_type FROM webhook_events
-         WHERE status = 'received' AND received_at < now() - $1::interval AND id > $2
+         WHERE id > $2
+           AND ((status = 'received' AND received_at < now() - $1::interval)
+             OR (status = 'retrying' AND COALESCE(retry_due, '-infinity') < now() - $1::interval - interval '10 seconds'))
          ORDER BY id LIMIT $3",
     )
     .bind(r.settings.relay_after)

@@ -525,3 +525,68 @@ async fn reconcile_once_waits_for_the_pass_in_progress_before_running_its_own() 
     assert_eq!(status, "published");
     assert_eq!(h.env.queue_len(&h.env.names().events_queue()).await, 1);
 }
+
+/// Dead-lettering out of a delay queue is at-most-once: a copy whose TTL ends while RabbitMQ
+/// restarts is dropped, leaving the event `retrying` with no message anywhere. The relay
+/// republishes it once its copy is well overdue, and it is processed once.
+#[tokio::test]
+async fn a_retrying_event_whose_delayed_copy_was_lost_is_republished_and_processed() {
+    let mut h = Harness::without_worker().await;
+    let ids = h
+        .store("paystack", &paystack_charge("ps-lost-retry", 1, 2500))
+        .await;
+    sqlx::query(
+        "UPDATE webhook_events SET status = 'retrying', attempts = 1,
+                retry_due = now() - interval '1 minute' WHERE id = $1",
+    )
+    .bind(ids[0])
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let mut config = h.config();
+    config.worker.reconcile = fast_reconcile();
+    h.spawn_worker_with(config).await;
+
+    h.wait_processed(&ids).await;
+    h.assert_queues_drained().await;
+    let (rows, amount): (i64, i64) =
+        sqlx::query_as("SELECT count(*), COALESCE(sum(amount_minor), 0)::bigint FROM transactions")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!((rows, amount), (1, 2500), "applied once");
+}
+
+/// A `retrying` event whose delayed copy is still on its way is left alone.
+#[tokio::test]
+async fn a_retrying_event_whose_copy_is_not_yet_due_is_not_republished() {
+    let mut h = Harness::without_worker().await;
+    let ids = h
+        .store("paystack", &paystack_charge("ps-waiting-retry", 1, 2500))
+        .await;
+    sqlx::query(
+        "UPDATE webhook_events SET status = 'retrying', attempts = 1,
+                retry_due = now() + interval '1 hour' WHERE id = $1",
+    )
+    .bind(ids[0])
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let mut config = h.config();
+    config.worker.reconcile = fast_reconcile();
+    let addr = h.spawn_worker_with(config).await;
+    eventually("two reconcile passes", || async {
+        let text = scrape(addr).await?;
+        (metric_value(&text, r#"payhook_reconciler_runs_total{outcome="ok"}"#)? >= 2.0)
+            .then_some(())
+    })
+    .await;
+
+    let status: String = h
+        .scalar(&format!(
+            "SELECT status FROM webhook_events WHERE id = {}",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(status, "retrying", "its delayed copy will bring it back");
+}
