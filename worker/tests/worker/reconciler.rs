@@ -532,17 +532,7 @@ async fn reconcile_once_waits_for_the_pass_in_progress_before_running_its_own() 
 #[tokio::test]
 async fn a_retrying_event_whose_delayed_copy_was_lost_is_republished_and_processed() {
     let mut h = Harness::without_worker().await;
-    let ids = h
-        .store("paystack", &paystack_charge("ps-lost-retry", 1, 2500))
-        .await;
-    sqlx::query(
-        "UPDATE webhook_events SET status = 'retrying', attempts = 1,
-                retry_due = now() - interval '1 minute' WHERE id = $1",
-    )
-    .bind(ids[0])
-    .execute(&h.pool)
-    .await
-    .unwrap();
+    let ids = stored_retrying(&h, "ps-lost-retry", "now() - interval '1 minute'").await;
     let mut config = h.config();
     config.worker.reconcile = fast_reconcile();
     h.spawn_worker_with(config).await;
@@ -561,17 +551,7 @@ async fn a_retrying_event_whose_delayed_copy_was_lost_is_republished_and_process
 #[tokio::test]
 async fn a_retrying_event_whose_copy_is_not_yet_due_is_not_republished() {
     let mut h = Harness::without_worker().await;
-    let ids = h
-        .store("paystack", &paystack_charge("ps-waiting-retry", 1, 2500))
-        .await;
-    sqlx::query(
-        "UPDATE webhook_events SET status = 'retrying', attempts = 1,
-                retry_due = now() + interval '1 hour' WHERE id = $1",
-    )
-    .bind(ids[0])
-    .execute(&h.pool)
-    .await
-    .unwrap();
+    let ids = stored_retrying(&h, "ps-waiting-retry", "now() + interval '1 hour'").await;
     let mut config = h.config();
     config.worker.reconcile = fast_reconcile();
     let addr = h.spawn_worker_with(config).await;
@@ -589,4 +569,20 @@ async fn a_retrying_event_whose_copy_is_not_yet_due_is_not_republished() {
         ))
         .await;
     assert_eq!(status, "retrying", "its delayed copy will bring it back");
+}
+
+/// A stored charge left `retrying` after one attempt, its delayed copy due at `due` (SQL).
+async fn stored_retrying(h: &Harness, reference: &str, due: &str) -> Vec<i64> {
+    let ids = h
+        .store("paystack", &paystack_charge(reference, 1, 2500))
+        .await;
+    sqlx::query(&format!(
+        "UPDATE webhook_events SET status = 'retrying', attempts = 1, retry_due = {due}
+         WHERE id = $1"
+    ))
+    .bind(ids[0])
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    ids
 }
