@@ -99,7 +99,9 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing() {
 #[tokio::test]
 async fn sigterm_finishes_the_events_in_flight_and_exits_zero() {
     let h = Harness::without_worker().await;
-    let n = 300;
+    // More than the worker holds at once (8 batches of up to 32, prefetch 256), twice over:
+    // SIGTERM must find work it has not started.
+    let n = 1000;
     let ids = slow_batch(&h, n).await;
     let mut child = spawn_binary(&h);
     eventually("the worker is busy", || async {
