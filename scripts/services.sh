@@ -34,7 +34,13 @@ case "$stack" in
   test)  pg_port=${PAYHOOK_PG_PORT:-55432}; amqp_port=${PAYHOOK_AMQP_PORT:-55672}; dist_port=45672 ;;
   bench) pg_port=${PAYHOOK_PG_PORT:-56432}; amqp_port=${PAYHOOK_AMQP_PORT:-56672}; dist_port=46672 ;;
   chaos) pg_port=${PAYHOOK_PG_PORT:-57432}; amqp_port=${PAYHOOK_AMQP_PORT:-57672}; dist_port=47672 ;;
-  *) echo "unknown stack: $stack (dev, test, bench or chaos)" >&2; exit 2 ;;
+  *)
+    # Any other name is a throwaway stack (scripts/tests use one) whose ports must all be given.
+    if [ -z "${PAYHOOK_PG_PORT:-}" ] || [ -z "${PAYHOOK_AMQP_PORT:-}" ] || [ -z "${PAYHOOK_DIST_PORT:-}" ]; then
+      echo "unknown stack: $stack (dev, test, bench or chaos; any other name needs PAYHOOK_PG_PORT, PAYHOOK_AMQP_PORT and PAYHOOK_DIST_PORT)" >&2
+      exit 2
+    fi
+    pg_port=$PAYHOOK_PG_PORT; amqp_port=$PAYHOOK_AMQP_PORT; dist_port=$PAYHOOK_DIST_PORT ;;
 esac
 dist_port=${PAYHOOK_DIST_PORT:-$dist_port}
 state=${PAYHOOK_STATE_DIR:-$repo/.payhook/$stack}
@@ -176,11 +182,35 @@ EOF
   exit 1
 }
 
+# The OS pid of this stack's Erlang VM, if one runs: from the pid file, else from the process
+# table (a node started by hand, or killed before it wrote the file, has none).
+rabbit_pid() {
+  local pid=""
+  [ -f "$rmq_base/pid" ] && pid=$(tr -dc 0-9 <"$rmq_base/pid")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; return; fi
+  # The VM's arguments name its home, which is this stack's own directory.
+  pgrep -f "beam.smp .*-home $rmq_base( |$)" | head -n1 || true
+}
+
 rabbit_down() {
-  # With the pid file, `stop` returns only once the Erlang VM has exited, so a start right
-  # after it (restart-rabbit) never finds the old node still shutting down.
-  rmq_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" -q stop "$rmq_base/pid"
+  # Returns within seconds whether the node is up, down or half-started: `rabbitmqctl stop
+  # PIDFILE` would wait for ever for a pid file that a half-started node never wrote, so stop
+  # without it, then wait (bounded) for the VM itself to exit, so a start right after
+  # (restart-rabbit) never finds the old node still shutting down.
+  local pid
+  pid=$(rabbit_pid)
+  if [ -z "$pid" ]; then rm -f "$rmq_base/pid"; return; fi
+  rmq_env timeout 30 /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" -q stop
   as_user "$(rmq_user)" "${rmq_cmd[@]}" >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "RabbitMQ node $node did not stop in 30 s; killing it"
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$rmq_base/pid"
 }
 
 print_env() {

@@ -88,11 +88,14 @@ impl Application {
         let server = HttpServer::new(move || {
             let mut app = App::new().app_data(state.clone());
             for p in &providers {
-                app = app.service(
-                    web::resource(format!("/webhooks/{}", p.name()))
-                        .app_data(web::Data::new(p.clone() as Arc<dyn Provider>))
-                        .route(web::post().to(webhook::receive)),
-                );
+                let provider = web::Data::new(p.clone() as Arc<dyn Provider>);
+                for path in webhook::paths(p.name()) {
+                    app = app.service(
+                        web::resource(path)
+                            .app_data(provider.clone())
+                            .route(web::post().to(webhook::receive)),
+                    );
+                }
             }
             app.default_service(web::to(not_found))
         })

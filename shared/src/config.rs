@@ -46,6 +46,22 @@ pub struct BrokerSettings {
     pub amqp_prefix: String,
 }
 
+/// Each gateway (the `provider` column value) with the variable holding its webhook secrets.
+pub const WEBHOOK_SECRET_VARS: [(&str, &str); 4] = [
+    ("gocardless", "GOCARDLESS_WEBHOOK_SECRET"),
+    ("paystack", "PAYSTACK_SECRET_KEY"),
+    ("flutterwave", "FLUTTERWAVE_SECRET_HASH"),
+    ("payqi", "PAYQI_WEBHOOK_SECRET"),
+];
+
+/// The variable holding `provider`'s webhook secrets.
+pub fn webhook_secret_var(provider: &str) -> Option<&'static str> {
+    WEBHOOK_SECRET_VARS
+        .iter()
+        .find(|(p, _)| *p == provider)
+        .map(|(_, v)| *v)
+}
+
 /// The webhook secrets of every gateway; a gateway without one is not mounted.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderSecrets {
@@ -60,13 +76,25 @@ impl ProviderSecrets {
     /// Reads the secrets from the environment. An empty or malformed list is an error naming
     /// the variable, never the value.
     pub fn from_env(payqi_tolerance_secs: u64) -> Result<Self, String> {
+        let var = |p| webhook_secret_var(p).expect("a known provider");
         Ok(Self {
-            gocardless: secret_from_env("GOCARDLESS_WEBHOOK_SECRET")?,
-            paystack: secret_from_env("PAYSTACK_SECRET_KEY")?,
-            flutterwave: secret_from_env("FLUTTERWAVE_SECRET_HASH")?,
-            payqi: secret_from_env("PAYQI_WEBHOOK_SECRET")?,
+            gocardless: secret_from_env(var("gocardless"))?,
+            paystack: secret_from_env(var("paystack"))?,
+            flutterwave: secret_from_env(var("flutterwave"))?,
+            payqi: secret_from_env(var("payqi"))?,
             payqi_tolerance_secs,
         })
+    }
+
+    /// The secrets of `provider`, if configured.
+    pub fn of(&self, provider: &str) -> Option<&Secrets> {
+        match provider {
+            "gocardless" => self.gocardless.as_ref(),
+            "paystack" => self.paystack.as_ref(),
+            "flutterwave" => self.flutterwave.as_ref(),
+            "payqi" => self.payqi.as_ref(),
+            _ => None,
+        }
     }
 }
 

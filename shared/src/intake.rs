@@ -484,16 +484,22 @@ fn message(id: i64, provider: &str, e: &NewEvent) -> EventMessage {
 }
 
 /// Stamps events as published. A worker may have finished one already (its confirm raced
-/// ours): its status stays, but `published_at` is still recorded once.
+/// ours): its status stays, but `published_at` is still recorded once. A row a worker holds
+/// locked (it got the message before we got the confirm) is skipped, never waited for:
+/// waiting would stall every answer behind that worker's batch, and in the opposite lock
+/// order deadlock with it; the worker stamps `published_at` itself when it marks the event.
 pub async fn mark_published(db: impl sqlx::PgExecutor<'_>, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "UPDATE webhook_events
-         SET status = CASE WHEN status = 'received' THEN 'published' ELSE status END,
-             published_at = COALESCE(published_at, now())
-         WHERE id = ANY($1) AND (status = 'received' OR published_at IS NULL)",
+        "UPDATE webhook_events e
+         SET status = CASE WHEN e.status = 'received' THEN 'published' ELSE e.status END,
+             published_at = COALESCE(e.published_at, now())
+         FROM (SELECT id FROM webhook_events
+               WHERE id = ANY($1) AND (status = 'received' OR published_at IS NULL)
+               ORDER BY id FOR UPDATE SKIP LOCKED) l
+         WHERE e.id = l.id",
     )
     .bind(ids)
     .execute(db)

@@ -229,6 +229,65 @@ pub async fn event(pool: &PgPool, id: i64) -> Result<Option<EventDetail>, sqlx::
     }))
 }
 
+/// What an EVENT_ID names: payhook's numeric `webhook_events.id` or a gateway's event id
+/// (DESIGN.md, "Operators"), as the CLI and the admin API take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventRef {
+    /// Exactly one event: its payhook id.
+    One(i64),
+    None,
+    /// A gateway id that several providers use: (provider, payhook id) of each, by id.
+    Ambiguous(Vec<(String, i64)>),
+}
+
+impl EventRef {
+    /// The message for an id that names several events: which ones, and how to pick.
+    pub fn ambiguity(name: &str, candidates: &[(String, i64)]) -> String {
+        let named: Vec<String> = candidates
+            .iter()
+            .map(|(p, id)| format!("{p} (event {id})"))
+            .collect();
+        format!(
+            "{name:?} is an event id of {}: name the provider (--provider / ?provider=) or use payhook's id",
+            named.join(" and ")
+        )
+    }
+}
+
+/// Resolves an EVENT_ID. Without `provider`, payhook's own id wins when the text is one (it is
+/// the primary key, and no gateway numbers its events like ours); otherwise the gateway id,
+/// which may be shared. With `provider`, that gateway's id wins, then payhook's id if the
+/// event is that provider's.
+pub async fn resolve_event(
+    pool: &PgPool,
+    name: &str,
+    provider: Option<&str>,
+) -> Result<EventRef, sqlx::Error> {
+    let name = name.trim();
+    let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+        "SELECT id, provider, (id = $2) IS TRUE AS by_id FROM webhook_events
+         WHERE (id = $2 OR external_id = $1) AND ($3::text IS NULL OR provider = $3)
+         ORDER BY id LIMIT 20",
+    )
+    .bind(name)
+    .bind(numeric(name))
+    .bind(provider)
+    .fetch_all(pool)
+    .await?;
+    let (by_id, by_gateway): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.2);
+    let own = by_id.first().map(|r| r.0);
+    let resolved = match (provider, own, by_gateway.as_slice()) {
+        (None, Some(id), _) => EventRef::One(id),
+        (_, _, [(id, _, _)]) => EventRef::One(*id),
+        (_, Some(id), []) => EventRef::One(id),
+        (_, None, []) => EventRef::None,
+        (_, _, many) => {
+            EventRef::Ambiguous(many.iter().map(|(id, p, _)| (p.clone(), *id)).collect())
+        }
+    };
+    Ok(resolved)
+}
+
 const PAYMENT_COLUMNS: &str = "p.id, p.provider, p.external_id, p.reference, p.member_id,
     p.mandate_id, p.amount_minor, p.currency, p.status, p.failure_reason, p.metadata,
     p.created_at, p.updated_at";

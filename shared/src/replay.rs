@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::amqp::{Broker, EventMessage, Outgoing, PublishError};
 use crate::domain::events::{self, ReplayTarget};
+use crate::lookup::{self, EventRef};
 
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 const BATCH: usize = 100;
@@ -25,6 +26,9 @@ pub struct ReplayReport {
     pub replayed: usize,
     /// Names given that match no event.
     pub unknown: Vec<String>,
+    /// Names that are a gateway event id of several providers, each with what it names
+    /// ([`EventRef::ambiguity`]); nothing is replayed for them.
+    pub ambiguous: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,16 +48,44 @@ impl From<lapin::Error> for ReplayError {
 /// Called after each confirmed batch with (done, total).
 pub type Progress<'a> = &'a mut (dyn FnMut(usize, usize) + Send);
 
-/// Replays the named events (payhook ids or gateway event ids).
+/// Replays the named events (payhook ids or gateway event ids, resolved as
+/// [`lookup::resolve_event`] does, so the CLI and the admin API agree on what a name means).
 pub async fn replay_named(
     pool: &PgPool,
     broker: &Broker,
     names: &[String],
     progress: Progress<'_>,
 ) -> Result<ReplayReport, ReplayError> {
-    let (targets, unknown) = events::find_for_replay(pool, names).await?;
-    let replayed = publish(pool, broker, &targets, progress).await?;
-    Ok(ReplayReport { replayed, unknown })
+    replay_named_of(pool, broker, names, None, progress).await
+}
+
+/// [`replay_named`], the gateway ids read as `provider`'s when it is given.
+pub async fn replay_named_of(
+    pool: &PgPool,
+    broker: &Broker,
+    names: &[String],
+    provider: Option<&str>,
+    progress: Progress<'_>,
+) -> Result<ReplayReport, ReplayError> {
+    let mut ids = Vec::new();
+    let mut report = ReplayReport::default();
+    for name in names {
+        match lookup::resolve_event(pool, name, provider).await? {
+            EventRef::One(id) if !ids.contains(&id) => ids.push(id),
+            EventRef::One(_) => {}
+            EventRef::None => report.unknown.push(name.clone()),
+            EventRef::Ambiguous(c) => report.ambiguous.push(EventRef::ambiguity(name, &c)),
+        }
+    }
+    let targets: Vec<ReplayTarget> = sqlx::query_as(
+        "SELECT id, provider, external_id, event_type, status FROM webhook_events
+         WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    report.replayed = publish(pool, broker, &targets, progress).await?;
+    Ok(report)
 }
 
 /// Replays one event by payhook's id; `None` when there is no such event.
@@ -141,7 +173,7 @@ pub async fn replay_dead(
             }
             Ok(ReplayReport {
                 replayed,
-                unknown: Vec::new(),
+                ..Default::default()
             })
         }
         Err(e) => {

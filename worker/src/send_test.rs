@@ -7,18 +7,78 @@
 //! (verified, stored, published, consumed) and ends `ignored`, changing no member or payment.
 //! Its id is new each time, so it is never a duplicate.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use payhook_shared::providers::signature::{sign_hex, Digest};
 use serde_json::{json, Value};
 
 /// The gateways, with the variable holding each one's webhook secret.
-pub const PROVIDERS: [(&str, &str); 4] = [
-    ("gocardless", "GOCARDLESS_WEBHOOK_SECRET"),
-    ("paystack", "PAYSTACK_SECRET_KEY"),
-    ("flutterwave", "FLUTTERWAVE_SECRET_HASH"),
-    ("payqi", "PAYQI_WEBHOOK_SECRET"),
-];
+pub use payhook_shared::config::WEBHOOK_SECRET_VARS as PROVIDERS;
+
+/// Where ingest's webhook listener is. The same variables as ingest's own, so one env file
+/// serves both binaries; `PAYHOOK_INGEST_URL` is for when ingest is reached another way
+/// (a load balancer, a certificate naming a public host).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Base URL of ingest's webhook listener; unset: built from INGEST_ADDR and
+    /// INGEST_TLS_CERT.
+    #[arg(long, env = "PAYHOOK_INGEST_URL")]
+    pub ingest_url: Option<String>,
+
+    /// ingest's webhook listener, used when PAYHOOK_INGEST_URL is unset; 0.0.0.0 and [::]
+    /// mean this machine.
+    #[arg(long, env = "INGEST_ADDR", default_value = "127.0.0.1:8080")]
+    pub ingest_addr: SocketAddr,
+
+    /// ingest's PEM certificate chain: when set, send-test speaks HTTPS and trusts the
+    /// certificates in this file (ingest's own), as well as the usual roots.
+    #[arg(long, env = "INGEST_TLS_CERT")]
+    pub ingest_tls_cert: Option<PathBuf>,
+}
+
+impl Target {
+    /// The base URL to post to.
+    pub fn base_url(&self) -> String {
+        if let Some(url) = &self.ingest_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.ingest_tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        // A listener on every interface is reached on loopback from here.
+        let ip = match self.ingest_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!(
+            "{scheme}://{}",
+            SocketAddr::new(ip, self.ingest_addr.port())
+        )
+    }
+
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent("payhook-worker send-test");
+        if let Some(path) = &self.ingest_tls_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading INGEST_TLS_CERT {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("INGEST_TLS_CERT {} is not PEM", path.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(builder.build()?)
+    }
+}
 
 /// A signed test delivery, ready to post.
 #[derive(Debug, Clone)]
@@ -160,7 +220,7 @@ pub fn meaning(d: &TestDelivery, status: u16, secret_var: &str) -> String {
 
 /// Builds, signs and posts the test delivery; prints the answer and its meaning. `Err` when it
 /// was not accepted.
-pub async fn send_test(provider: &str, ingest_url: &str) -> anyhow::Result<()> {
+pub async fn send_test(provider: &str, target: &Target) -> anyhow::Result<()> {
     let var = PROVIDERS
         .iter()
         .find(|(p, _)| *p == provider)
@@ -182,15 +242,8 @@ pub async fn send_test(provider: &str, ingest_url: &str) -> anyhow::Result<()> {
     let nonce = format!("{}{:03}", now.timestamp(), now.timestamp_subsec_millis());
     let delivery = build(provider, secrets.primary(), now.timestamp(), &nonce)?;
 
-    let url = format!(
-        "{}/webhooks/{}",
-        ingest_url.trim_end_matches('/'),
-        delivery.provider
-    );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .user_agent("payhook-worker send-test")
-        .build()?;
+    let url = format!("{}/webhooks/{}", target.base_url(), delivery.provider);
+    let client = target.client()?;
     let mut req = client
         .post(&url)
         .header("Content-Type", "application/json")
@@ -221,6 +274,38 @@ pub async fn send_test(provider: &str, ingest_url: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(url: Option<&str>, addr: &str, tls: bool) -> Target {
+        Target {
+            ingest_url: url.map(str::to_owned),
+            ingest_addr: addr.parse().unwrap(),
+            ingest_tls_cert: tls.then(|| "/etc/payhook/cert.pem".into()),
+        }
+    }
+
+    #[test]
+    fn the_url_comes_from_ingest_addr_unless_payhook_ingest_url_is_set() {
+        assert_eq!(
+            target(None, "127.0.0.1:8080", false).base_url(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            target(None, "0.0.0.0:9000", false).base_url(),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            target(None, "[::]:9000", true).base_url(),
+            "https://[::1]:9000"
+        );
+        assert_eq!(
+            target(None, "10.1.2.3:443", true).base_url(),
+            "https://10.1.2.3:443"
+        );
+        assert_eq!(
+            target(Some("https://hooks.example.org/"), "0.0.0.0:9000", false).base_url(),
+            "https://hooks.example.org"
+        );
+    }
     use payhook_shared::providers::{self, Headers, Secrets};
 
     #[test]

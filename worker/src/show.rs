@@ -149,9 +149,10 @@ fn events_table(events: &[EventRow], asked: Option<i64>) -> String {
         "GATEWAY ID",
         "STATUS",
         "ATTEMPTS",
+        "DELIVERY",
         "LAST ERROR",
     ];
-    let rows: Vec<[String; 9]> = events
+    let rows: Vec<[String; 10]> = events
         .iter()
         .map(|e| {
             [
@@ -163,6 +164,8 @@ fn events_table(events: &[EventRow], asked: Option<i64>) -> String {
                 e.external_id.clone(),
                 e.status.clone(),
                 e.attempts.to_string(),
+                // What `verify-delivery` takes; none for events the reconciler made.
+                e.delivery_id.map_or("-".into(), |d| d.to_string()),
                 e.last_error.clone().unwrap_or_default(),
             ]
         })

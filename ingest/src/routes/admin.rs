@@ -1,16 +1,20 @@
 //! The admin API and the ops console, on the ops listener (DESIGN.md, "Operators").
 //!
 //! Every `/admin/*` call but the console page needs `Authorization: Bearer
-//! <PAYHOOK_ADMIN_TOKEN>`; with the variable unset the whole API answers 404, as if absent.
+//! <PAYHOOK_ADMIN_TOKEN>`; with the variable unset the whole API, page included, answers 404,
+//! as if absent.
 //! Handlers are thin: the queries live in `payhook_shared::lookup`, replay in
 //! `payhook_shared::replay`, the error→status mapping in [`crate::error::AdminError`].
 //!
 //! | call | answer |
 //! | --- | --- |
-//! | `GET /admin/` | the ops console (HTML, no token needed for the page) |
+//! | `GET /admin/` | the ops console (HTML, no token needed for the page; 404 when the API is off) |
 //! | `GET /admin/events?status=&provider=&q=&limit=&cursor=` | `{"items": [event], "next"}` |
-//! | `GET /admin/events/{id}` | the event with its payload |
-//! | `POST /admin/events/{id}/replay` | `{"replayed": 1, "event": {...}}` |
+//! | `GET /admin/events/{id}?provider=` | the event with its payload |
+//! | `POST /admin/events/{id}/replay?provider=` | `{"replayed": 1, "event": {...}}` |
+//!
+//! `{id}` is payhook's id or the gateway's event id; a gateway id two providers share is 409
+//! naming them, and `?provider=` picks one.
 //! | `POST /admin/events/replay?status=dead` | `{"replayed": n}` |
 //! | `GET /admin/payments?q=&limit=&cursor=` | `{"items": [payment], "next"}` |
 //! | `POST /admin/payments` | 201 with the new pending payment; 409 if it exists |
@@ -24,7 +28,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use payhook_shared::amqp::Broker;
-use payhook_shared::lookup::{self, EventFilter, NewPendingPayment, PageRequest};
+use payhook_shared::lookup::{self, EventFilter, EventRef, NewPendingPayment, PageRequest};
 use serde::Deserialize;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
@@ -127,12 +131,49 @@ fn one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<Option<St
     }
 }
 
-fn event_id(raw: &str) -> Result<i64, AdminError> {
-    raw.parse()
-        .map_err(|_| AdminError::NotFound(format!("no event {raw:?} (use payhook's numeric id)")))
+/// `?provider=` of the calls that take an EVENT_ID.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventIdQuery {
+    pub provider: Option<String>,
 }
 
-async fn console() -> HttpResponse {
+/// The payhook id an EVENT_ID path segment names (payhook's id or the gateway's).
+async fn event_id(pool: &PgPool, raw: &str, query: &EventIdQuery) -> Result<i64, AdminError> {
+    let provider = one_of("provider", query.provider.as_deref(), &lookup::PROVIDERS)?;
+    match lookup::resolve_event(pool, raw, provider.as_deref()).await? {
+        EventRef::One(id) => Ok(id),
+        EventRef::None => Err(AdminError::NotFound(match provider {
+            Some(p) => format!("no {p} event {raw:?}"),
+            None => format!("no event {raw:?}"),
+        })),
+        EventRef::Ambiguous(candidates) => {
+            Err(AdminError::Conflict(EventRef::ambiguity(raw, &candidates)))
+        }
+    }
+}
+
+/// The admin API is on: `PAYHOOK_ADMIN_TOKEN` is set. The console page needs no token (its
+/// calls carry it), but with the API off it would be a page whose every call fails, and it
+/// would tell a scanner that an admin API lives here: absent, like the rest.
+pub struct AdminOn;
+
+impl FromRequest for AdminOn {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, AdminError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let on = req
+            .app_data::<web::Data<AdminState>>()
+            .is_some_and(|s| s.token.is_some());
+        ready(if on {
+            Ok(AdminOn)
+        } else {
+            Err(AdminError::Disabled)
+        })
+    }
+}
+
+async fn console(_: AdminOn) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -147,7 +188,7 @@ async fn console() -> HttpResponse {
         .body(CONSOLE)
 }
 
-async fn console_redirect() -> HttpResponse {
+async fn console_redirect(_: AdminOn) -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/admin/"))
         .finish()
@@ -179,8 +220,9 @@ async fn get_event(
     _: Admin,
     state: web::Data<AdminState>,
     path: web::Path<String>,
+    query: web::Query<EventIdQuery>,
 ) -> Result<HttpResponse, AdminError> {
-    let id = event_id(&path)?;
+    let id = event_id(&state.pool, &path, &query).await?;
     let event = lookup::event(&state.pool, id)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("no event {id}")))?;
@@ -191,8 +233,9 @@ async fn replay_event(
     _: Admin,
     state: web::Data<AdminState>,
     path: web::Path<String>,
+    query: web::Query<EventIdQuery>,
 ) -> Result<HttpResponse, AdminError> {
-    let id = event_id(&path)?;
+    let id = event_id(&state.pool, &path, &query).await?;
     payhook_shared::replay::replay_event(&state.pool, &state.broker, id)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("no event {id}")))?;

@@ -1,4 +1,4 @@
-//! `POST /webhooks/{provider}`: client certificate (GoCardless, when configured), body size,
+//! `POST /webhooks/{provider}` (and the older integrations' paths, [`paths`]): client certificate (GoCardless, when configured), body size,
 //! signature on the raw bytes, parse, then group commit; answered only once it is safe.
 
 use std::sync::Arc;
@@ -17,6 +17,26 @@ use crate::tls::ClientCert;
 
 /// Largest body accepted; gateways send a few KiB.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// The paths a gateway's deliveries are answered on: payhook's own, then those the
+/// integrations payhook replaces gave their gateways (Payymo and ka-member for GoCardless,
+/// Payshift for Paystack and Flutterwave), so an installation moves by changing only the host
+/// in the gateway's dashboard. Those answer exactly as payhook's, with or without a trailing
+/// slash (the integrations' frameworks accepted both).
+pub fn paths(provider: &str) -> Vec<String> {
+    let legacy: &[&str] = match provider {
+        "gocardless" => &["/api/gocardless/webhook", "/api/webhook/gocardless"],
+        "paystack" => &["/payment/webhooks/paystack"],
+        "flutterwave" => &["/payment/webhooks/flutterwave"],
+        _ => &[],
+    };
+    let mut out = vec![format!("/webhooks/{provider}")];
+    for p in legacy {
+        out.push((*p).to_owned());
+        out.push(format!("{p}/"));
+    }
+    out
+}
 
 /// What every webhook route shares.
 pub struct WebhookState {

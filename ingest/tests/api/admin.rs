@@ -151,7 +151,7 @@ fn sorted(mut v: Vec<i64>) -> Vec<i64> {
 }
 
 #[tokio::test]
-async fn without_an_admin_token_configured_the_api_is_absent_but_the_page_is_served() {
+async fn without_an_admin_token_configured_the_api_and_the_console_page_are_absent() {
     let env = TestEnv::new();
     let mut config = test_config(&env);
     config.admin_token = None;
@@ -174,6 +174,25 @@ async fn without_an_admin_token_configured_the_api_is_absent_but_the_page_is_ser
         .unwrap();
     assert_eq!(res.status(), 404);
     let res = app.client.get(app.admin_url("")).send().await.unwrap();
+    assert_eq!(res.status(), 404, "the console page too");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({ "error": "not found" }));
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/admin", app.ops_address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "and its redirect");
+    // The ops endpoints are unaffected.
+    let res = app
+        .client
+        .get(format!("{}/healthz", app.ops_address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -311,9 +330,86 @@ async fn one_event_comes_with_its_payload() {
 
     let (status, body) = app.admin_get("events/999999").await;
     assert_eq!(status, 404);
-    assert_eq!(body["error"], "no event 999999");
-    let (status, _) = app.admin_get("events/EV3").await;
-    assert_eq!(status, 404, "the path takes payhook's numeric id");
+    assert_eq!(body["error"], "no event \"999999\"");
+}
+
+#[tokio::test]
+async fn an_event_is_found_and_replayed_by_the_gateways_event_id() {
+    let app = spawn_app().await;
+    let w = app.seed_world().await;
+    let (status, event) = app.admin_get("events/EV3").await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["id"], w.confirmed);
+    assert_eq!(event["payload"], json!({ "id": "EV3", "seeded": true }));
+
+    let (status, body) = app.admin_post("events/EV3/replay", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["event"]["id"], w.confirmed);
+    assert_eq!(body["event"]["status"], "published");
+    let published = app.published(5).await;
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].message_id.as_deref(), Some("gocardless:EV3"));
+
+    let (status, body) = app.admin_get("events/EV404").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "no event \"EV404\"");
+    let (status, _) = app.admin_post("events/EV404/replay", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_gateway_event_id_two_providers_share_is_409_until_the_provider_is_named() {
+    let app = spawn_app().await;
+    let gc = app
+        .seed_event(
+            "gocardless",
+            "evt_1",
+            "payments.created",
+            None,
+            "dead",
+            None,
+        )
+        .await;
+    let pq = app
+        .seed_event("payqi", "evt_1", "payment.created", None, "dead", None)
+        .await;
+
+    let (status, body) = app.admin_get("events/evt_1").await;
+    assert_eq!(status, 409, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("gocardless (event {gc})"))
+            && error.contains(&format!("payqi (event {pq})")),
+        "{error}"
+    );
+    let (status, _) = app.admin_post("events/evt_1/replay", None).await;
+    assert_eq!(status, 409);
+    assert!(app.published(1).await.is_empty(), "nothing replayed");
+
+    let (status, event) = app.admin_get("events/evt_1?provider=payqi").await;
+    assert_eq!(status, 200);
+    assert_eq!(event["id"], pq);
+    let (status, body) = app
+        .admin_post("events/evt_1/replay?provider=gocardless", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["event"]["id"], gc);
+    let published = app.published(5).await;
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].message_id.as_deref(), Some("gocardless:evt_1"));
+
+    let (status, body) = app.admin_get("events/evt_1?provider=paystack").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "no paystack event \"evt_1\"");
+    let (status, body) = app.admin_get("events/evt_1?provider=stripe").await;
+    assert_eq!(status, 400);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("provider must be one of"));
+    // payhook's own id needs no provider.
+    let (status, event) = app.admin_get(&format!("events/{pq}")).await;
+    assert_eq!((status, event["id"].as_i64()), (200, Some(pq)));
 }
 
 #[tokio::test]

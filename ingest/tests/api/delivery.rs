@@ -129,6 +129,42 @@ async fn a_resent_delivery_is_answered_the_same_and_adds_only_an_audit_row() {
 }
 
 #[tokio::test]
+async fn a_body_that_names_the_same_event_twice_is_accepted_and_the_event_stored_once() {
+    let app = spawn_app().await;
+    let body = gocardless_body(&[
+        ("payments", "created", "EV1"),
+        ("payments", "submitted", "EV2"),
+        ("payments", "created", "EV1"),
+    ]);
+    let res = app.send(Gateway::GoCardless, &body).await;
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    assert_eq!(app.count("webhook_deliveries").await, 1);
+    assert_eq!(
+        app.events().await,
+        vec![
+            ("EV1".into(), "payments.created".into(), "published".into()),
+            (
+                "EV2".into(),
+                "payments.submitted".into(),
+                "published".into()
+            ),
+        ]
+    );
+    let mut ids: Vec<String> = app
+        .published(10)
+        .await
+        .into_iter()
+        .filter_map(|m| m.message_id)
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["gocardless:EV1", "gocardless:EV2"],
+        "each published once"
+    );
+}
+
+#[tokio::test]
 async fn a_paystack_event_resent_by_the_gateway_is_one_event() {
     let app = spawn_app().await;
     let body = Gateway::Paystack.sample("4099260516");
@@ -165,7 +201,32 @@ async fn the_audit_headers_are_kept_and_no_secret_is() {
         .await
         .unwrap();
     assert_eq!(stored["user-agent"], "Flutterwave-Webhooks/1.0");
+    assert!(stored.get("verif-hash").is_none(), "{stored}");
     assert!(!stored.to_string().contains(NEW_SECRET), "{stored}");
+}
+
+#[tokio::test]
+async fn the_signature_headers_are_kept_so_an_auditor_can_reverify_the_stored_body() {
+    let app = spawn_app().await;
+    for gw in [Gateway::GoCardless, Gateway::Paystack, Gateway::PayQi] {
+        let body = gw.sample("ev1");
+        let headers = gw.sign(NEW_SECRET, body.as_bytes());
+        let res = app.post(gw.name(), body, &headers).await;
+        assert_eq!(res.status().as_u16(), gw.accepted(), "{gw:?}");
+        let stored: serde_json::Value =
+            sqlx::query_scalar("SELECT headers FROM webhook_deliveries WHERE provider = $1")
+                .bind(gw.name())
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        for (name, value) in headers {
+            assert_eq!(
+                stored[name.to_ascii_lowercase()],
+                value.as_str(),
+                "{gw:?} keeps {name}: {stored}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -130,3 +130,45 @@ async fn marking_published_keeps_a_status_a_worker_already_set_and_still_records
         vec![("published".into(), true), ("processed".into(), true)]
     );
 }
+
+#[tokio::test]
+async fn marking_published_skips_a_row_a_worker_holds_instead_of_waiting_for_its_batch() {
+    let env = TestEnv::new();
+    let pool = env.pool().await;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO webhook_events (provider, external_id, event_type, payload, status)
+         VALUES ('payqi', 'held', 'payment.completed', '{}', 'received'),
+                ('payqi', 'free', 'payment.completed', '{}', 'received')
+         RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // A worker's batch got the message first and holds the row until it commits.
+    let mut worker = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM webhook_events WHERE id = $1 FOR UPDATE")
+        .bind(ids[0])
+        .execute(&mut *worker)
+        .await
+        .unwrap();
+
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        payhook_shared::intake::mark_published(&pool, &ids),
+    )
+    .await
+    .expect("marking waited for the worker's batch")
+    .unwrap();
+    worker.rollback().await.unwrap();
+
+    let rows: Vec<(String, bool)> =
+        sqlx::query_as("SELECT status, published_at IS NOT NULL FROM webhook_events ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![("received".into(), false), ("published".into(), true)],
+        "the held row is left for the worker (or the relay), the other is marked"
+    );
+}

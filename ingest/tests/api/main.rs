@@ -6,6 +6,7 @@ mod bad_input;
 mod delivery;
 mod group_commit;
 mod helpers;
+mod legacy_paths;
 mod ops;
 mod outages;
 mod process;

@@ -52,6 +52,7 @@ impl Provider for GoCardless {
             "x-forwarded-for",
             "x-request-id",
             "origin",
+            "webhook-signature",
         ]
     }
 
@@ -102,14 +103,12 @@ fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, String> {
             ));
         };
         let new = parse_event(event, &path)?;
-        // Two different events under one id in one body cannot both be kept under the
-        // UNIQUE(provider, external_id) key, and choosing one would be a guess.
-        if !seen.insert(new.external_id.clone()) {
-            return Err(format!(
-                "{path}.id repeats the id of an earlier event in this body"
-            ));
+        // An event named twice is stored once, as its first copy (the raw body, kept whole in
+        // webhook_deliveries, still shows both). Refusing the body instead would make
+        // GoCardless retry all of it, and its other events would never be stored.
+        if seen.insert(new.external_id.clone()) {
+            out.push(new);
         }
-        out.push(new);
     }
     Ok(out)
 }
@@ -200,8 +199,8 @@ mod tests {
     }
 
     #[test]
-    fn audit_headers_hold_no_signature() {
-        assert!(!provider().audit_headers().contains(&"webhook-signature"));
+    fn audit_headers_keep_the_signature() {
+        assert!(provider().audit_headers().contains(&"webhook-signature"));
     }
 
     #[test]
@@ -427,10 +426,29 @@ mod tests {
     }
 
     #[test]
-    fn repeated_id_in_one_body_is_refused() {
+    fn an_id_repeated_in_one_body_is_one_event_its_first_copy() {
+        let mut second = event();
+        second["id"] = json!("EV2");
+        let mut again = event();
+        again["action"] = json!("failed");
+        let events = parse(json!({ "events": [event(), second, again] })).unwrap();
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| (e.external_id.as_str(), e.event_type.as_str()))
+            .collect();
         assert_eq!(
-            parse_err(json!({ "events": [event(), event()] })),
-            "events[1].id repeats the id of an earlier event in this body"
+            got,
+            [("EV1", "payments.confirmed"), ("EV2", "payments.confirmed")]
+        );
+    }
+
+    #[test]
+    fn a_repeated_event_is_still_checked() {
+        let mut again = event();
+        again["created_at"] = json!("yesterday");
+        assert_eq!(
+            parse_err(json!({ "events": [event(), again] })),
+            "events[1].created_at is not an RFC 3339 timestamp"
         );
     }
 

@@ -119,7 +119,9 @@ pub trait Provider: Send + Sync {
         false
     }
 
-    /// Header names worth keeping in the audit trail. Never a header carrying a secret.
+    /// Header names worth keeping in the audit trail, lower-case: the signature headers (a
+    /// MAC is no secret, and with it an auditor re-verifies the stored body), never a header
+    /// carrying a secret.
     fn audit_headers(&self) -> &'static [&'static str] {
         &[
             "content-type",
@@ -140,21 +142,27 @@ pub trait Provider: Send + Sync {
 
 /// The providers whose secret is configured; the others are not mounted (404).
 pub fn configured(secrets: &ProviderSecrets) -> Vec<Arc<dyn Provider>> {
-    let mut out: Vec<Arc<dyn Provider>> = Vec::new();
-    if let Some(s) = &secrets.gocardless {
-        out.push(Arc::new(GoCardless::new(s.clone())));
-    }
-    if let Some(s) = &secrets.paystack {
-        out.push(Arc::new(Paystack::new(s.clone())));
-    }
-    if let Some(s) = &secrets.flutterwave {
-        out.push(Arc::new(Flutterwave::new(s.clone())));
-    }
-    if let Some(s) = &secrets.payqi {
-        out.push(Arc::new(PayQi::new(
-            s.clone(),
-            secrets.payqi_tolerance_secs,
-        )));
-    }
-    out
+    crate::config::WEBHOOK_SECRET_VARS
+        .iter()
+        .filter_map(|(name, _)| {
+            let s = secrets.of(name)?;
+            by_name(name, s.clone(), secrets.payqi_tolerance_secs)
+        })
+        .collect()
+}
+
+/// The provider called `name` (the `provider` column value) checking with `secrets`; `None`
+/// for a name payhook does not know.
+pub fn by_name(
+    name: &str,
+    secrets: Secrets,
+    payqi_tolerance_secs: u64,
+) -> Option<Arc<dyn Provider>> {
+    Some(match name {
+        "gocardless" => Arc::new(GoCardless::new(secrets)),
+        "paystack" => Arc::new(Paystack::new(secrets)),
+        "flutterwave" => Arc::new(Flutterwave::new(secrets)),
+        "payqi" => Arc::new(PayQi::new(secrets, payqi_tolerance_secs)),
+        _ => return None,
+    })
 }

@@ -48,6 +48,7 @@ impl Provider for PayQi {
             "x-forwarded-for",
             "x-request-id",
             "x-payqi-timestamp",
+            "x-payqi-signature",
         ]
     }
 
@@ -189,10 +190,10 @@ mod tests {
     }
 
     #[test]
-    fn audit_headers_keep_the_timestamp_but_not_the_signature() {
+    fn audit_headers_keep_the_timestamp_and_the_signature() {
         let h = provider().audit_headers();
         assert!(h.contains(&"x-payqi-timestamp"));
-        assert!(!h.contains(&"x-payqi-signature"));
+        assert!(h.contains(&"x-payqi-signature"));
     }
 
     #[test]

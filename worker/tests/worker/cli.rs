@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use payhook_ingest::{Application, IngestConfig};
 use payhook_shared::config::{IngestSettings, ProviderSecrets};
+use payhook_shared::providers::signature::{sign_hex, Digest};
 use payhook_shared::providers::Secrets;
 use payhook_shared::shutdown::CancellationToken;
 use payhook_shared::testing::TestEnv;
@@ -27,6 +28,8 @@ async fn worker_cli(args: &[&str], env: &[(&str, &str)]) -> (Output, String, Str
         "FLUTTERWAVE_SECRET_HASH",
         "PAYQI_WEBHOOK_SECRET",
         "PAYHOOK_INGEST_URL",
+        "INGEST_ADDR",
+        "INGEST_TLS_CERT",
     ] {
         cmd.env_remove(var);
     }
@@ -104,7 +107,15 @@ async fn show_prints_a_payment_and_its_events_in_the_order_they_happened() {
         .lines()
         .find(|l| l.contains("LAST ERROR"))
         .expect("a table header");
-    for col in ["ID", "WHEN", "TYPE", "GATEWAY ID", "STATUS", "ATTEMPTS"] {
+    for col in [
+        "ID",
+        "WHEN",
+        "TYPE",
+        "GATEWAY ID",
+        "STATUS",
+        "ATTEMPTS",
+        "DELIVERY",
+    ] {
         assert!(header.contains(col), "{header}");
     }
     let first = stdout.find("EV1").unwrap();
@@ -172,7 +183,8 @@ async fn show_tells_why_an_event_is_dead_and_how_to_replay_it() {
     );
 }
 
-/// An ingest on loopback accepting `OLD` and `NEW` for every gateway but Flutterwave.
+/// An ingest on loopback accepting `OLD` and `NEW` for every gateway (Flutterwave only when
+/// asked).
 struct Ingest {
     url: String,
     env: TestEnv,
@@ -185,6 +197,12 @@ const NEW: &str = "new-webhook-secret";
 
 impl Ingest {
     async fn start() -> Self {
+        Self::start_with(None, false).await
+    }
+
+    /// With `tls` (certificate chain, key): HTTPS on the webhook listener; `flutterwave`:
+    /// that route mounted too.
+    async fn start_with(tls: Option<(&str, &str)>, flutterwave: bool) -> Self {
         payhook_shared::telemetry::init_logging();
         let env = TestEnv::new();
         let secrets = || Some(Secrets::new([OLD, NEW]));
@@ -192,8 +210,8 @@ impl Ingest {
             ingest: IngestSettings {
                 ingest_addr: "127.0.0.1:0".parse().unwrap(),
                 ingest_ops_addr: "127.0.0.1:0".parse().unwrap(),
-                ingest_tls_cert: None,
-                ingest_tls_key: None,
+                ingest_tls_cert: tls.map(|t| fixture(t.0)),
+                ingest_tls_key: tls.map(|t| fixture(t.1)),
                 ingest_client_ca: None,
                 payqi_tolerance_secs: 300,
                 ingest_accept_without_broker: false,
@@ -205,14 +223,15 @@ impl Ingest {
             secrets: ProviderSecrets {
                 gocardless: secrets(),
                 paystack: secrets(),
-                flutterwave: None,
+                flutterwave: if flutterwave { secrets() } else { None },
                 payqi: secrets(),
                 payqi_tolerance_secs: 300,
             },
             admin_token: None,
         };
         let app = Application::build(config).await.expect("ingest builds");
-        let url = format!("http://127.0.0.1:{}", app.webhook_addr().port());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{}", app.webhook_addr().port());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let pool = env.pool().await;
@@ -244,6 +263,14 @@ impl Ingest {
             .await
             .unwrap()
     }
+}
+
+/// A file of `tests/worker/fixtures/`: ingest-chain.pem is a certificate for localhost,
+/// 127.0.0.1 and ::1 followed by the test CA that signed it; ingest-key.pem is its key.
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/worker/fixtures")
+        .join(name)
 }
 
 impl Drop for Ingest {
@@ -337,4 +364,343 @@ async fn send_test_explains_a_refusal() {
     };
     assert!(!ok);
     assert!(stderr.contains("could not reach ingest"), "{stderr}");
+}
+
+/// `replay` run as the binary against the harness's database and broker.
+async fn replay_cli(h: &Harness, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["replay"];
+    all.extend_from_slice(args);
+    let (out, stdout, stderr) = worker_cli(
+        &all,
+        &[
+            ("DATABASE_URL", &h.env.database.database_url),
+            ("AMQP_URL", &h.env.broker.amqp_url),
+            ("PAYHOOK_AMQP_PREFIX", &h.env.broker.amqp_prefix),
+        ],
+    )
+    .await;
+    (out.status.success(), stdout, stderr)
+}
+
+#[tokio::test]
+async fn replay_of_a_gateway_id_two_providers_share_names_them_and_provider_picks_one() {
+    let h = Harness::without_worker().await;
+    let gc = h
+        .store(
+            "gocardless",
+            &gc_body(vec![gc_event(
+                "evt_1",
+                "payments",
+                "created",
+                json!({"payment": "PM1"}),
+                json!({}),
+                json!({}),
+                "2024-05-01T10:00:00Z",
+            )]),
+        )
+        .await[0];
+    let pq = h
+        .store(
+            "payqi",
+            &json!({"id": "evt_1", "type": "payment.created", "created": 1714557600,
+                    "data": {"id": "pay_1", "amount": "1.00", "currency": "GBP", "status": "pending"}}),
+        )
+        .await[0];
+    sqlx::query("UPDATE webhook_events SET status = 'dead', attempts = 3")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let statuses = || async {
+        sqlx::query_as::<_, (i64, String)>("SELECT id, status FROM webhook_events ORDER BY id")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap()
+    };
+
+    let (ok, stdout, stderr) = replay_cli(&h, &["evt_1"]).await;
+    assert!(!ok, "{stdout}");
+    assert!(stdout.contains("replayed 0 event(s)"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("gocardless (event {gc})"))
+            && stderr.contains(&format!("payqi (event {pq})"))
+            && stderr.contains("--provider"),
+        "{stderr}"
+    );
+    assert_eq!(
+        statuses().await,
+        [(gc, "dead".into()), (pq, "dead".into())],
+        "nothing replayed"
+    );
+
+    let (ok, stdout, stderr) = replay_cli(&h, &["--provider", "payqi", "evt_1"]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("replayed 1 event(s)"), "{stdout}");
+    assert_eq!(
+        statuses().await,
+        [(gc, "dead".into()), (pq, "published".into())]
+    );
+    let published = h
+        .env
+        .take_messages(&h.env.names().events_queue(), 5, Duration::from_secs(2))
+        .await;
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].message_id.as_deref(), Some("payqi:evt_1"));
+
+    let (ok, _, stderr) = replay_cli(&h, &["--provider", "paystack", "evt_1"]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("no event matches: evt_1 (paystack)"),
+        "{stderr}"
+    );
+}
+
+/// The port of ingest's webhook listener.
+fn port_of(url: &str) -> String {
+    url.rsplit(':').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn send_test_finds_ingest_through_ingest_addr_from_the_same_env_file() {
+    let ingest = Ingest::start().await;
+    // Ingest's own variables, as one env file gives both binaries: no PAYHOOK_INGEST_URL.
+    let addr = format!("0.0.0.0:{}", port_of(&ingest.url));
+    let (out, stdout, stderr) = worker_cli(
+        &["send-test", "paystack"],
+        &[("PAYSTACK_SECRET_KEY", NEW), ("INGEST_ADDR", &addr)],
+    )
+    .await;
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("POST {}/webhooks/paystack", ingest.url)),
+        "0.0.0.0 is reached on loopback: {stdout}"
+    );
+    assert!(stdout.contains("200 OK"), "{stdout}");
+    let events = ingest.events().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "paystack");
+    assert_eq!(events[0].2, "payhook.test");
+}
+
+#[tokio::test]
+async fn send_test_speaks_https_and_trusts_ingests_certificate_when_ingest_tls_cert_is_set() {
+    let ingest = Ingest::start_with(Some(("ingest-chain.pem", "ingest-key.pem")), false).await;
+    let addr = format!("127.0.0.1:{}", port_of(&ingest.url));
+    let cert = fixture("ingest-chain.pem");
+    let (out, stdout, stderr) = worker_cli(
+        &["send-test", "payqi"],
+        &[
+            ("PAYQI_WEBHOOK_SECRET", NEW),
+            ("INGEST_ADDR", &addr),
+            ("INGEST_TLS_CERT", cert.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("POST https://{addr}/webhooks/payqi")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("204 No Content"), "{stdout}");
+    assert_eq!(ingest.events().await.len(), 1);
+
+    // Without the certificate it is plain HTTP, which an HTTPS listener does not answer.
+    let (out, _, stderr) = worker_cli(
+        &["send-test", "payqi"],
+        &[("PAYQI_WEBHOOK_SECRET", NEW), ("INGEST_ADDR", &addr)],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("http://{addr}")), "{stderr}");
+    assert_eq!(ingest.events().await.len(), 1);
+}
+
+impl Ingest {
+    /// Posts `body` to `/webhooks/{provider}` with `headers`; the status.
+    async fn post(&self, provider: &str, body: &str, headers: &[(&str, String)]) -> u16 {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/webhooks/{provider}", self.url))
+            .header("Content-Type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// The id of the newest stored delivery.
+    async fn last_delivery(&self) -> i64 {
+        sqlx::query_scalar("SELECT max(id) FROM webhook_deliveries")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// `verify-delivery ID` with `env`; (success, stdout, stderr).
+    async fn verify(&self, id: i64, env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut all = vec![("DATABASE_URL", self.env.database.database_url.as_str())];
+        all.extend_from_slice(env);
+        let (out, stdout, stderr) = worker_cli(&["verify-delivery", &id.to_string()], &all).await;
+        (out.status.success(), stdout, stderr)
+    }
+}
+
+fn hmac(digest: Digest, key: &str, body: &str) -> String {
+    sign_hex(digest, key.as_bytes(), body.as_bytes())
+}
+
+#[tokio::test]
+async fn verify_delivery_says_which_secret_of_the_list_signed_a_stored_delivery() {
+    let ingest = Ingest::start().await;
+    let body = r#"{"event":"charge.success","data":{"id":1,"reference":"r-1","amount":100,"currency":"NGN"}}"#;
+    let sig = hmac(Digest::Sha512, OLD, body);
+    assert_eq!(
+        ingest
+            .post("paystack", body, &[("x-paystack-signature", sig)])
+            .await,
+        200
+    );
+    let id = ingest.last_delivery().await;
+
+    let list = format!("{NEW},{OLD}");
+    let (ok, stdout, stderr) = ingest.verify(id, &[("PAYSTACK_SECRET_KEY", &list)]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("delivery {id} (paystack, received "))
+            && stdout.contains("genuine: signed with secret 2 of 2 in PAYSTACK_SECRET_KEY"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(OLD) && !stderr.contains(OLD),
+        "no secret printed"
+    );
+
+    let (ok, stdout, stderr) = ingest.verify(id, &[("PAYSTACK_SECRET_KEY", NEW)]).await;
+    assert!(!ok);
+    assert!(
+        stdout.contains("NOT verified: the signature matches none of the 1 secret(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("delivery {id} is not verified")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn verify_delivery_rechecks_gocardless_and_payqi_deliveries_from_their_stored_headers() {
+    let ingest = Ingest::start().await;
+    let gc = r#"{"events":[{"id":"EV1","resource_type":"payments","action":"created","links":{"payment":"PM1"}}]}"#;
+    let status = ingest
+        .post(
+            "gocardless",
+            gc,
+            &[("Webhook-Signature", hmac(Digest::Sha256, NEW, gc))],
+        )
+        .await;
+    assert_eq!(status, 204);
+    let gc_id = ingest.last_delivery().await;
+    let pq = r#"{"id":"evt_1","type":"payment.pending","data":{"id":"pay_1"}}"#;
+    let now = chrono::Utc::now().timestamp().to_string();
+    let status = ingest
+        .post(
+            "payqi",
+            pq,
+            &[
+                ("X-PayQI-Signature", hmac(Digest::Sha256, NEW, pq)),
+                ("X-PayQI-Timestamp", now.clone()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 204);
+    let pq_id = ingest.last_delivery().await;
+
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT headers FROM webhook_deliveries WHERE id = $1")
+            .bind(pq_id)
+            .fetch_one(&ingest.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored["x-payqi-signature"], hmac(Digest::Sha256, NEW, pq));
+    assert_eq!(stored["x-payqi-timestamp"], now.as_str());
+
+    let (ok, stdout, _) = ingest
+        .verify(gc_id, &[("GOCARDLESS_WEBHOOK_SECRET", NEW)])
+        .await;
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("signed with secret 1 of 1 in GOCARDLESS_WEBHOOK_SECRET"),
+        "{stdout}"
+    );
+    let list = format!("{OLD},{NEW}");
+    let (ok, stdout, _) = ingest
+        .verify(pq_id, &[("PAYQI_WEBHOOK_SECRET", &list)])
+        .await;
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("signed with secret 2 of 2 in PAYQI_WEBHOOK_SECRET"),
+        "{stdout}"
+    );
+
+    // A stored body changed afterwards no longer verifies.
+    sqlx::query(
+        "UPDATE webhook_deliveries
+         SET body = convert_to(replace(convert_from(body, 'UTF8'), 'EV1', 'EV2'), 'UTF8')
+         WHERE id = $1",
+    )
+    .bind(gc_id)
+    .execute(&ingest.pool)
+    .await
+    .unwrap();
+    let (ok, stdout, _) = ingest
+        .verify(gc_id, &[("GOCARDLESS_WEBHOOK_SECRET", NEW)])
+        .await;
+    assert!(!ok);
+    assert!(stdout.contains("NOT verified"), "{stdout}");
+}
+
+#[tokio::test]
+async fn verify_delivery_refuses_what_it_cannot_check() {
+    let ingest = Ingest::start_with(None, true).await;
+    let fw = r#"{"event":"charge.completed","data":{"id":7,"tx_ref":"t-7"}}"#;
+    assert_eq!(
+        ingest
+            .post("flutterwave", fw, &[("verif-hash", NEW.to_owned())])
+            .await,
+        200
+    );
+    let id = ingest.last_delivery().await;
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT headers FROM webhook_deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_one(&ingest.pool)
+            .await
+            .unwrap();
+    assert!(stored.get("verif-hash").is_none(), "{stored}");
+    assert!(
+        !stored.to_string().contains(NEW),
+        "the secret is never stored: {stored}"
+    );
+
+    let (ok, stdout, _) = ingest.verify(id, &[("FLUTTERWAVE_SECRET_HASH", NEW)]).await;
+    assert!(!ok);
+    assert!(
+        stdout.contains("a Flutterwave delivery cannot be re-verified"),
+        "{stdout}"
+    );
+
+    let (ok, _, stderr) = ingest.verify(999_999, &[]).await;
+    assert!(!ok);
+    assert!(stderr.contains("no delivery 999999"), "{stderr}");
+
+    let ps = r#"{"event":"charge.success","data":{"id":2}}"#;
+    let sig = hmac(Digest::Sha512, NEW, ps);
+    assert_eq!(
+        ingest
+            .post("paystack", ps, &[("x-paystack-signature", sig)])
+            .await,
+        200
+    );
+    let (ok, _, stderr) = ingest.verify(ingest.last_delivery().await, &[]).await;
+    assert!(!ok);
+    assert!(stderr.contains("PAYSTACK_SECRET_KEY is unset"), "{stderr}");
 }
