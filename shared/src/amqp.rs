@@ -27,6 +27,14 @@ pub const RETRY_DELAYS: [(&str, Duration); 6] = [
     ("1h", Duration::from_secs(3600)),
 ];
 
+/// The delay attempt number `attempt` (1 for the first failure) waits, or `None` once the
+/// delays are used up (the event is then dead).
+pub fn retry_delay(attempt: i64) -> Option<&'static (&'static str, Duration)> {
+    usize::try_from(attempt.checked_sub(1)?)
+        .ok()
+        .and_then(|i| RETRY_DELAYS.get(i))
+}
+
 /// Redeliveries after which the quorum queue dead-letters a message that keeps crashing
 /// workers (a poison message) instead of looping forever.
 pub const DELIVERY_LIMIT: i64 = 10;

@@ -6,7 +6,8 @@
 //! Errors are classified for the caller: a 5xx, 429, timeout or connection failure is
 //! [`GatewayError::Transient`] (retry later); a 404 is [`GatewayError::NotFound`] (an answer:
 //! the worker makes it a permanent error, the reconciler reads it as expired); any other
-//! refusal or an answer we cannot read is [`GatewayError::Permanent`]. Messages carry the
+//! refusal or an answer we cannot read is [`GatewayError::Permanent`]; a gateway without a
+//! token is [`GatewayError::NotConfigured`] (no call made). Messages carry the
 //! method, path and status, never a token or a response body (it may hold personal data).
 
 use std::time::Duration;
@@ -66,9 +67,14 @@ pub enum GatewayError {
     /// The gateway does not know this id.
     #[error("{0}")]
     NotFound(String),
-    /// Retrying will not help: 4xx, an unreadable answer, no token configured.
+    /// Retrying will not help: 4xx, an unreadable answer.
     #[error("{0}")]
     Permanent(String),
+    /// No `<PROVIDER>_API_TOKEN`: the call was never made. Not the event's fault: an
+    /// installation may run with only its webhook secret, and the operator may add the token
+    /// later (the message names the variable).
+    #[error("{0}")]
+    NotConfigured(String),
 }
 
 impl GatewayError {
@@ -98,6 +104,10 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
+    fn token_var(&self) -> String {
+        format!("{}_API_TOKEN", self.name.to_uppercase())
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -113,9 +123,9 @@ impl Api {
     async fn call_raw(&self, method: reqwest::Method, path: &str) -> Result<Vec<u8>, GatewayError> {
         let what = format!("{} {method} {path}", self.name);
         let token = self.token.as_deref().ok_or_else(|| {
-            GatewayError::Permanent(format!(
-                "{what}: {}_API_TOKEN is not set",
-                self.name.to_uppercase()
+            GatewayError::NotConfigured(format!(
+                "{what}: {} is not set (set it and replay the event)",
+                self.token_var()
             ))
         })?;
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
@@ -192,6 +202,32 @@ impl Gateways {
             )),
             payqi: PayQiApi(api("payqi", &settings.payqi_api_url, "PAYQI_API_TOKEN")),
         })
+    }
+
+    /// The token variables that are not set, one per gateway whose API is therefore off
+    /// (enrichment and reconciliation of that gateway are skipped).
+    pub fn missing_tokens(&self) -> Vec<String> {
+        [
+            &self.gocardless.0,
+            &self.paystack.0,
+            &self.flutterwave.0,
+            &self.payqi.0,
+        ]
+        .into_iter()
+        .filter(|api| api.token.is_none())
+        .map(Api::token_var)
+        .collect()
+    }
+
+    /// Whether `provider`'s API has a token (the reconciler asks only those).
+    pub fn is_configured(&self, provider: &str) -> bool {
+        match provider {
+            "gocardless" => self.gocardless.is_configured(),
+            "paystack" => self.paystack.0.token.is_some(),
+            "flutterwave" => self.flutterwave.0.token.is_some(),
+            "payqi" => self.payqi.0.token.is_some(),
+            _ => false,
+        }
     }
 
     /// The status of a payment as its gateway reports it now (reconciliation), by the
@@ -326,6 +362,11 @@ struct CustomersEnvelope {
 }
 
 impl GoCardlessApi {
+    /// Whether `GOCARDLESS_API_TOKEN` is set: without it no call is made.
+    pub fn is_configured(&self) -> bool {
+        self.0.token.is_some()
+    }
+
     pub async fn payment(&self, id: &str) -> Result<GcPayment, GatewayError> {
         let e: PaymentsEnvelope = self
             .0

@@ -11,6 +11,7 @@ use payhook_worker::{replay, Worker, WorkerConfig, WorkerSettings};
 
 mod send_test;
 mod show;
+mod verify_delivery;
 
 /// Consumes payhook's events from RabbitMQ and applies them to PostgreSQL — members,
 /// payments, the ledger — exactly once in effect, with retries and dead letters.
@@ -42,7 +43,29 @@ enum Command {
     /// to ingest and say what came back, like a gateway dashboard's "send test webhook".
     #[command(after_help = SEND_TEST_ENV_HELP)]
     SendTest(SendTestArgs),
+    /// Re-check a stored delivery's signature (its raw body and signature headers, as kept in
+    /// webhook_deliveries) against the gateway's configured secrets; says which one, by its
+    /// position in the list, signed it. Exit 1 when none did.
+    #[command(after_help = VERIFY_DELIVERY_ENV_HELP)]
+    VerifyDelivery(VerifyDeliveryArgs),
 }
+
+#[derive(clap::Args, Debug)]
+struct VerifyDeliveryArgs {
+    /// payhook's delivery id (webhook_deliveries.id; `show` prints an event's delivery).
+    id: i64,
+    /// Seconds a PayQI timestamp may differ from the time the delivery was received.
+    #[arg(long, env = "PAYQI_TOLERANCE_SECS", default_value_t = 300)]
+    payqi_tolerance_secs: u64,
+    #[command(flatten)]
+    database: DatabaseSettings,
+}
+
+const VERIFY_DELIVERY_ENV_HELP: &str = "\
+Secrets (environment only; each secret of the list is tried, first to last):
+  GOCARDLESS_WEBHOOK_SECRET, PAYSTACK_SECRET_KEY, PAYQI_WEBHOOK_SECRET
+  (Flutterwave deliveries cannot be re-verified: their verif-hash is the secret itself and is
+  never stored.)";
 
 #[derive(clap::Args, Debug)]
 struct ShowArgs {
@@ -58,13 +81,8 @@ struct SendTestArgs {
     /// The gateway to imitate.
     #[arg(value_parser = ["gocardless", "paystack", "flutterwave", "payqi"])]
     provider: String,
-    /// Base URL of ingest's webhook listener (INGEST_ADDR).
-    #[arg(
-        long,
-        env = "PAYHOOK_INGEST_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    ingest_url: String,
+    #[command(flatten)]
+    target: send_test::Target,
 }
 
 const SEND_TEST_ENV_HELP: &str = "\
@@ -86,6 +104,9 @@ struct ReplayArgs {
     /// payhook event ids (webhook_events.id) or gateway event ids.
     #[arg(required_unless_present = "dead", conflicts_with = "dead")]
     event_ids: Vec<String>,
+    /// Read the gateway event ids as this gateway's (needed when two gateways use the same id).
+    #[arg(long, value_parser = payhook_shared::lookup::PROVIDERS, conflicts_with = "dead")]
+    provider: Option<String>,
     /// Replay every dead event (the dead-letter queue and the rows marked dead).
     #[arg(long)]
     dead: bool,
@@ -125,9 +146,8 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Replay(args)) => replay(args).await,
         Some(Command::Reconcile(args)) => reconcile(args).await,
         Some(Command::Show(args)) => show(args).await,
-        Some(Command::SendTest(args)) => {
-            send_test::send_test(&args.provider, &args.ingest_url).await
-        }
+        Some(Command::SendTest(args)) => send_test::send_test(&args.provider, &args.target).await,
+        Some(Command::VerifyDelivery(args)) => verify(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -153,17 +173,51 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let pool = payhook_shared::db::connect_and_migrate(&args.database).await?;
     let broker = Broker::new(&args.broker);
+    let mut unknown = Vec::new();
+    let names = match &args.provider {
+        // Resolved here, within the provider, to payhook ids: those name one event each.
+        Some(provider) => {
+            let mut ids = Vec::new();
+            for name in &args.event_ids {
+                use payhook_shared::lookup::{resolve_event, EventRef};
+                match resolve_event(&pool, name, Some(provider)).await? {
+                    EventRef::One(id) => ids.push(id.to_string()),
+                    _ => unknown.push(format!("{name} ({provider})")),
+                }
+            }
+            ids
+        }
+        None => args.event_ids.clone(),
+    };
     let report = if args.dead {
         replay::replay_dead(&pool, &broker, true).await?
     } else {
-        replay::replay_named(&pool, &broker, &args.event_ids, true).await?
+        replay::replay_named(&pool, &broker, &names, true).await?
     };
     broker.close().await;
     println!("replayed {} event(s)", report.replayed);
-    if !report.unknown.is_empty() {
-        anyhow::bail!("no event matches: {}", report.unknown.join(", "));
+    unknown.extend(report.unknown);
+    let mut problems = report.ambiguous;
+    if !unknown.is_empty() {
+        problems.push(format!("no event matches: {}", unknown.join(", ")));
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
     }
     Ok(())
+}
+
+async fn verify(args: VerifyDeliveryArgs) -> anyhow::Result<()> {
+    let pool = payhook_shared::db::connect_and_migrate(&args.database).await?;
+    let report =
+        verify_delivery::verify_delivery(&pool, args.id, args.payqi_tolerance_secs).await?;
+    println!("{report}");
+    match report.verdict {
+        verify_delivery::Verdict::Signed { .. } => Ok(()),
+        verify_delivery::Verdict::Refused(_) => {
+            anyhow::bail!("delivery {} is not verified", args.id)
+        }
+    }
 }
 
 async fn show(args: ShowArgs) -> anyhow::Result<()> {

@@ -1,6 +1,8 @@
-//! One delivery, start to ack. The event is applied in one PostgreSQL transaction; the message
-//! is acked only after that commit, or after its retry or dead-letter copy is confirmed by
-//! the broker — so a crash at any point leaves the message in the queue, never lost.
+//! Deliveries, start to ack. Events are applied in one PostgreSQL transaction, each behind
+//! its savepoint, and marked in it (processed, retrying or dead: see `domain::batch`); a
+//! message is acked only after that commit, or after its retry or dead-letter copy is
+//! confirmed by the broker — so a crash at any point leaves the message in the queue, never
+//! lost.
 //!
 //! - done (processed, ignored, already done): ack.
 //! - transient error: attempts + 1, status `retrying`; a copy goes to `<prefix>.retry` with
@@ -8,6 +10,8 @@
 //!   routing key, so the delay queue sends it back to `<prefix>.events` when its TTL ends.
 //! - after the last delay, or a permanent error: status `dead`, a copy to `<prefix>.dlx`
 //!   (→ `<prefix>.dead`).
+//! - the transaction itself failed (PostgreSQL away): each event alone, retried as above,
+//!   counted on the message's attempt header if PostgreSQL cannot count it.
 //!
 //! When the retry or dead-letter copy cannot be published, the message is returned to the
 //! queue (nack) instead: it is tried again, and the quorum queue's delivery limit bounds that.
@@ -17,8 +21,8 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use payhook_shared::amqp::{EventMessage, Outgoing, RETRY_DELAYS, RETRY_HEADER};
-use payhook_shared::domain::{self, events, events::Outcome, DomainError, Processed};
+use payhook_shared::amqp::{retry_delay, EventMessage, Outgoing, RETRY_HEADER};
+use payhook_shared::domain::{self, events, events::Outcome, Processed};
 use tracing::Instrument;
 
 use crate::startup::Shared;
@@ -30,9 +34,10 @@ pub const ATTEMPT_HEADER: &str = "x-payhook-attempt";
 /// How long a retry or dead-letter publish may wait for its confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Processes a batch of deliveries in one transaction and settles each with the broker. If
-/// the transaction fails, each event goes through [`handle`] alone, so the error lands on the
-/// event that caused it (retry, dead letter) and the others are still applied.
+/// Processes a batch of deliveries in one transaction and settles each with the broker: an
+/// event that failed was rolled back and marked alone ([`domain::batch`]), so only its own
+/// message goes to a delay queue or the dead letters. If the transaction itself fails (the
+/// database went away), each event goes through [`handle`] alone.
 pub async fn handle_batch(shared: &Shared, deliveries: Vec<Delivery>) {
     metrics::histogram!("payhook_worker_batch_size").record(deliveries.len() as f64);
     let mut together = Vec::new();
@@ -51,16 +56,19 @@ pub async fn handle_batch(shared: &Shared, deliveries: Vec<Delivery>) {
         match domain::process_events(&shared.pool, &shared.ctx, &ids).await {
             Ok(results) => {
                 let seconds = started.elapsed().as_secs_f64();
-                for ((delivery, msg), p) in std::mem::take(&mut together).into_iter().zip(results) {
-                    let labels = (msg.provider.clone(), msg.event_type.clone());
-                    metrics::histogram!("payhook_event_processing_seconds", "provider" => labels.0.clone())
-                        .record(seconds);
-                    let span = tracing::info_span!("event", event_id = msg.id, provider = %msg.provider, event_type = %msg.event_type);
-                    settle(shared, &delivery, p, &labels).instrument(span).await;
-                }
+                let settled: Vec<_> = std::mem::take(&mut together)
+                    .into_iter()
+                    .zip(results)
+                    .map(|((delivery, msg), p)| {
+                        metrics::histogram!("payhook_event_processing_seconds", "provider" => msg.provider.clone())
+                            .record(seconds);
+                        (delivery, msg, p)
+                    })
+                    .collect();
+                settle_all(shared, settled).await;
             }
             Err(e) => {
-                tracing::debug!(error = %e, events = ids.len(), "batch failed; applying its events one by one");
+                tracing::warn!(error = %e, events = ids.len(), "batch transaction failed; applying its events one by one");
             }
         }
     }
@@ -91,67 +99,131 @@ pub async fn handle(shared: &Shared, delivery: Delivery) {
 
 async fn process(shared: &Shared, delivery: Delivery, msg: EventMessage) {
     let started = Instant::now();
-    let labels = (msg.provider.clone(), msg.event_type.clone());
     let result = domain::process_event(&shared.pool, &shared.ctx, msg.id).await;
-    metrics::histogram!("payhook_event_processing_seconds", "provider" => labels.0.clone())
+    metrics::histogram!("payhook_event_processing_seconds", "provider" => msg.provider.clone())
         .record(started.elapsed().as_secs_f64());
     match result {
-        Ok(p) => settle(shared, &delivery, p, &labels).await,
-        Err(DomainError::Transient(e)) => retry(shared, &delivery, &msg, &e, &labels).await,
-        Err(DomainError::Permanent(e)) => {
-            tracing::error!(error = %e, "event failed permanently; dead-lettering it");
-            if let Err(db) = events::record_dead(&shared.pool, msg.id, &e, true).await {
-                tracing::warn!(error = %db, "could not mark the event dead");
+        Ok(p) => settle(shared, &delivery, &msg, p).await,
+        // The transaction itself failed: PostgreSQL is away, most likely.
+        Err(e) => retry_without_database(shared, &delivery, &msg, &e.to_string()).await,
+    }
+}
+
+/// Settles a message whose transaction went through, by what it did to its event.
+async fn settle(shared: &Shared, delivery: &Delivery, msg: &EventMessage, p: Processed) {
+    let onward = match p.outcome {
+        Outcome::Missing => {
+            // Published by another installation sharing the broker, or its row was deleted.
+            tracing::error!("no such event in the database; dead-lettering the message");
+            Onward::Dead { attempt: None }
+        }
+        Outcome::Retrying {
+            attempt,
+            delay,
+            error,
+        } => {
+            tracing::warn!(error = %error, attempt, delay, "event failed; retrying later");
+            Onward::Retry {
+                attempt: i64::from(attempt),
+                delay,
             }
-            dead_letter(
-                shared,
-                &delivery,
-                attempt_header(&delivery).map(|n| n + 1),
-                &labels,
-            )
-            .await;
+        }
+        Outcome::Dead { attempts, error } => {
+            tracing::error!(error = %error, attempts, "event failed for good; dead-lettering it");
+            Onward::Dead {
+                attempt: Some(i64::from(attempts)),
+            }
+        }
+        done => {
+            tracing::debug!(outcome = done.label(), "event done");
+            count(&labels(msg), done.label());
+            ack(delivery).await;
+            return;
+        }
+    };
+    send_onward(shared, vec![(delivery, labels(msg), onward)]).await;
+}
+
+/// Settles a batch's messages: each as [`settle`] would, except that the retry and
+/// dead-letter copies of all of them go out together, one wait for the broker's confirms
+/// instead of one per failed event (a batch with failures settles nearly as fast as one
+/// without).
+async fn settle_all(shared: &Shared, settled: Vec<(Delivery, EventMessage, Processed)>) {
+    let mut failed = Vec::new();
+    for (delivery, msg, p) in settled {
+        let span = tracing::info_span!("event", event_id = msg.id, provider = %msg.provider, event_type = %msg.event_type);
+        match p.outcome {
+            Outcome::Processed | Outcome::Ignored | Outcome::AlreadyDone => {
+                count(&labels(&msg), p.outcome.label());
+                ack(&delivery).await;
+            }
+            outcome => failed.push((delivery, msg, outcome, span)),
         }
     }
-}
-
-/// An event its transaction got through: ack it, or dead-letter a message with no event.
-async fn settle(shared: &Shared, delivery: &Delivery, p: Processed, labels: &(String, String)) {
-    if p.outcome == Outcome::Missing {
-        // Published by another installation sharing the broker, or its row was deleted.
-        tracing::error!("no such event in the database; dead-lettering the message");
-        dead_letter(shared, delivery, None, labels).await;
-    } else {
-        tracing::debug!(outcome = p.outcome.label(), "event done");
-        count(labels, p.outcome.label());
-        ack(delivery).await;
+    if failed.is_empty() {
+        return;
     }
+    let mut onward = Vec::with_capacity(failed.len());
+    for (delivery, msg, outcome, span) in &failed {
+        let _entered = span.enter();
+        let next = match outcome {
+            Outcome::Retrying {
+                attempt,
+                delay,
+                error,
+            } => {
+                tracing::warn!(error = %error, attempt, delay, "event failed; retrying later");
+                Onward::Retry {
+                    attempt: i64::from(*attempt),
+                    delay,
+                }
+            }
+            Outcome::Dead { attempts, error } => {
+                tracing::error!(error = %error, attempts, "event failed for good; dead-lettering it");
+                Onward::Dead {
+                    attempt: Some(i64::from(*attempts)),
+                }
+            }
+            _ => {
+                tracing::error!("no such event in the database; dead-lettering the message");
+                Onward::Dead { attempt: None }
+            }
+        };
+        onward.push((delivery, labels(msg), next));
+    }
+    send_onward(shared, onward).await;
 }
 
-async fn retry(
+fn labels(msg: &EventMessage) -> (String, String) {
+    (msg.provider.clone(), msg.event_type.clone())
+}
+
+/// A transient failure of the transaction itself: the attempt is counted in PostgreSQL if it
+/// answers, else on the message (its attempt header).
+async fn retry_without_database(
     shared: &Shared,
     delivery: &Delivery,
     msg: &EventMessage,
     error: &str,
-    labels: &(String, String),
 ) {
+    let labels = (msg.provider.clone(), msg.event_type.clone());
     let attempt = match events::record_retry(&shared.pool, msg.id, error).await {
         Ok(Some(n)) => n.max(1) as usize,
         Ok(None) => {
             // Finished meanwhile (by a redelivery on another worker): nothing left to retry.
-            count(labels, "duplicate");
+            count(&labels, "duplicate");
             ack(delivery).await;
             return;
         }
-        // PostgreSQL is what failed, most likely: count on the message itself.
         Err(_) => attempt_header(delivery).unwrap_or(0) as usize + 1,
     };
-    let Some((delay, wait)) = RETRY_DELAYS.get(attempt - 1) else {
+    let Some((delay, wait)) = retry_delay(attempt as i64) else {
         let e = format!("gave up after {} attempts: {error}", attempt);
         tracing::error!(error = %error, attempts = attempt, "event still failing after the last retry; dead-lettering it");
         if let Err(db) = events::record_dead(&shared.pool, msg.id, &e, false).await {
             tracing::warn!(error = %db, "could not mark the event dead");
         }
-        dead_letter(shared, delivery, Some(attempt as i64), labels).await;
+        dead_letter(shared, delivery, Some(attempt as i64), &labels).await;
         return;
     };
     tracing::warn!(error = %error, attempt, delay, "event failed; retrying later");
@@ -159,32 +231,28 @@ async fn retry(
         // Without it the relay republishes the event early: a duplicate, never a loss.
         tracing::warn!(error = %db, "could not record when the retry is due");
     }
-    let mut headers = FieldTable::default();
-    headers
-        .insert(
-            RETRY_HEADER.into(),
-            AMQPValue::LongString(LongString::from(delay.as_bytes().to_vec())),
-        )
-        .insert(
-            ATTEMPT_HEADER.into(),
-            AMQPValue::LongLongInt(attempt as i64),
-        );
-    let copy = copy_of(delivery, shared.names.retry_exchange(), headers);
-    match shared
-        .broker
-        .publish_confirmed(&[copy], CONFIRM_TIMEOUT)
-        .await
-    {
-        Ok(()) => {
-            metrics::counter!("payhook_retries_total", "provider" => labels.0.clone(), "delay" => *delay).increment(1);
-            count(labels, "retry");
-            ack(delivery).await;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not publish the retry copy; returning the message to the queue");
-            requeue(delivery).await;
-        }
-    }
+    publish_retry(shared, delivery, attempt as i64, delay, &labels).await;
+}
+
+/// Where a failed event's message goes next.
+enum Onward {
+    /// To the delay queue of `delay` (`payhook-retry`), with the attempt count.
+    Retry { attempt: i64, delay: &'static str },
+    /// To the dead letters, with the attempt count when known.
+    Dead { attempt: Option<i64> },
+}
+
+/// Sends the message's copy to the delay queue of `delay`, then acks the message; if the copy
+/// is not confirmed, the message goes back to the queue instead.
+async fn publish_retry(
+    shared: &Shared,
+    delivery: &Delivery,
+    attempt: i64,
+    delay: &'static str,
+    labels: &(String, String),
+) {
+    let onward = Onward::Retry { attempt, delay };
+    send_onward(shared, vec![(delivery, labels.clone(), onward)]).await;
 }
 
 async fn dead_letter(
@@ -193,25 +261,69 @@ async fn dead_letter(
     attempt: Option<i64>,
     labels: &(String, String),
 ) {
-    let mut headers = FieldTable::default();
-    if let Some(n) = attempt {
-        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(n));
+    let onward = Onward::Dead { attempt };
+    send_onward(shared, vec![(delivery, labels.clone(), onward)]).await;
+}
+
+/// Publishes the copies (retry or dead letter) of these messages together and, once the
+/// broker confirmed them all, acks the messages; if not confirmed, every one of them goes back
+/// to the queue instead, so none is lost (a copy that did arrive is a duplicate the worker
+/// skips).
+async fn send_onward(shared: &Shared, items: Vec<(&Delivery, (String, String), Onward)>) {
+    if items.is_empty() {
+        return;
     }
-    let copy = copy_of(delivery, shared.names.dead_letter_exchange(), headers);
+    let copies: Vec<Outgoing> = items
+        .iter()
+        .map(|(delivery, _, onward)| {
+            let mut headers = FieldTable::default();
+            match onward {
+                Onward::Retry { attempt, delay } => {
+                    headers
+                        .insert(
+                            RETRY_HEADER.into(),
+                            AMQPValue::LongString(LongString::from(delay.as_bytes().to_vec())),
+                        )
+                        .insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(*attempt));
+                    copy_of(delivery, shared.names.retry_exchange(), headers)
+                }
+                Onward::Dead { attempt } => {
+                    if let Some(n) = attempt {
+                        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(*n));
+                    }
+                    copy_of(delivery, shared.names.dead_letter_exchange(), headers)
+                }
+            }
+        })
+        .collect();
     match shared
         .broker
-        .publish_confirmed(&[copy], CONFIRM_TIMEOUT)
+        .publish_confirmed(&copies, CONFIRM_TIMEOUT)
         .await
     {
         Ok(()) => {
-            metrics::counter!("payhook_dead_letters_total", "provider" => labels.0.clone())
-                .increment(1);
-            count(labels, "dead");
-            ack(delivery).await;
+            for (delivery, labels, onward) in &items {
+                match onward {
+                    Onward::Retry { delay, .. } => {
+                        metrics::counter!("payhook_retries_total", "provider" => labels.0.clone(), "delay" => *delay).increment(1);
+                        count(labels, "retry");
+                    }
+                    Onward::Dead { .. } => {
+                        metrics::counter!("payhook_dead_letters_total", "provider" => labels.0.clone())
+                            .increment(1);
+                        count(labels, "dead");
+                    }
+                }
+                ack(delivery).await;
+            }
         }
         Err(e) => {
-            tracing::warn!(error = %e, "could not publish the dead-letter copy; returning the message to the queue");
-            requeue(delivery).await;
+            tracing::warn!(error = %e, messages = items.len(), "could not publish the retry or dead-letter copies; returning the messages to the queue");
+            // One pause for all, so a broker that refuses everything is not hammered.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for (delivery, _, _) in &items {
+                nack_requeue(delivery).await;
+            }
         }
     }
 }
@@ -263,9 +375,7 @@ async fn ack(delivery: &Delivery) {
     }
 }
 
-async fn requeue(delivery: &Delivery) {
-    // A short pause so a broker that refuses everything is not hammered in a tight loop.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+async fn nack_requeue(delivery: &Delivery) {
     if let Err(e) = delivery
         .acker
         .nack(BasicNackOptions {

@@ -54,6 +54,17 @@ impl Worker {
             .context("PostgreSQL")?;
         let gateways =
             Gateways::from_settings(&config.worker.gateways).map_err(anyhow::Error::msg)?;
+        let missing = gateways.missing_tokens();
+        if !missing.is_empty() {
+            // Most installations start with only their webhook secrets: say once what that
+            // means, instead of a surprise per event.
+            tracing::warn!(
+                missing = %missing.join(", "),
+                "gateway APIs without a token: their events are applied from what they carry; \
+                 an event that carries only ids retries, then goes dead naming the variable; \
+                 those gateways' pending payments are not reconciled"
+            );
+        }
         let shared = Arc::new(Shared {
             pool: pool.clone(),
             broker: Arc::new(Broker::new(&config.broker)),

@@ -1,13 +1,9 @@
 //! The `webhook_events` row through the worker: load and lock it, mark it processed, ignored,
 //! retrying or dead, and put it back in line for a replay.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
-
-use super::{apply, Context, DomainError, Handled};
 
 /// A stored event, as its handler sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -38,6 +34,16 @@ pub enum Outcome {
     AlreadyDone,
     /// No event with that id in this database.
     Missing,
+    /// Its handler failed transiently: rolled back alone, the event is `retrying` (attempt
+    /// `attempt`, due back after `delay`); the message goes to that delay queue.
+    Retrying {
+        attempt: i32,
+        delay: &'static str,
+        error: String,
+    },
+    /// Its handler failed permanently, or after the last retry: rolled back alone, the event
+    /// is `dead` with `error`; the message goes to the dead letters.
+    Dead { attempts: i32, error: String },
 }
 
 impl Outcome {
@@ -48,6 +54,8 @@ impl Outcome {
             Self::Ignored => "ignored",
             Self::AlreadyDone => "duplicate",
             Self::Missing => "missing",
+            Self::Retrying { .. } => "retry",
+            Self::Dead { .. } => "dead",
         }
     }
 }
@@ -58,79 +66,13 @@ pub struct Processed {
 }
 
 /// The columns of [`Event`], as the worker loads them.
-const EVENT_COLUMNS: &str = "id, provider, external_id, event_type, resource_id, payload,
+pub(super) const EVENT_COLUMNS: &str =
+    "id, provider, external_id, event_type, resource_id, payload,
     payload::text AS payload_text, COALESCE(occurred_at, received_at) AS occurred_at,
     status, attempts";
 
-/// One event in its own transaction: a batch of one.
-pub(super) async fn process(
-    pool: &PgPool,
-    ctx: &Context,
-    event_id: i64,
-) -> Result<Processed, DomainError> {
-    let mut results = process_batch(pool, ctx, &[event_id]).await?;
-    Ok(results.remove(0))
-}
-
-/// Applies several events in ONE transaction, in the order given: one commit (and one WAL
-/// flush) for the lot, the rows locked with one statement and marked with another. All or
-/// nothing: on any error nothing is kept and the caller processes the events one by one
-/// ([`process`]), so one failing event never holds up or undoes the others.
-pub(super) async fn process_batch(
-    pool: &PgPool,
-    ctx: &Context,
-    event_ids: &[i64],
-) -> Result<Vec<Processed>, DomainError> {
-    let mut tx = pool.begin().await?;
-    // FOR UPDATE: two workers handed the same event (a redelivery racing the original) take
-    // turns; the second then sees it processed and skips it. In id order, so two workers
-    // locking overlapping batches don't deadlock.
-    let rows: Vec<Event> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-    ))
-    .bind(event_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut pending: HashMap<i64, Event> = rows.into_iter().map(|e| (e.id, e)).collect();
-    let mut seen = HashSet::new();
-    let mut done_ids = Vec::new();
-    let mut done_status = Vec::new();
-    let mut results = Vec::with_capacity(event_ids.len());
-    for id in event_ids {
-        let outcome = match pending.remove(id) {
-            // The same event twice in a batch (two messages for one event): done once.
-            None if seen.contains(id) => Outcome::AlreadyDone,
-            None => Outcome::Missing,
-            Some(e) if e.status == "processed" || e.status == "ignored" => Outcome::AlreadyDone,
-            Some(event) => {
-                let (status, outcome) = match apply(&mut tx, ctx, &event).await? {
-                    Handled::Applied => ("processed", Outcome::Processed),
-                    Handled::NoHandler => ("ignored", Outcome::Ignored),
-                };
-                done_ids.push(*id);
-                done_status.push(status);
-                outcome
-            }
-        };
-        seen.insert(*id);
-        results.push(Processed { outcome });
-    }
-    if done_ids.is_empty() {
-        return Ok(results);
-    }
-    sqlx::query(
-        "UPDATE webhook_events e SET status = x.status, processed_at = now()
-         FROM UNNEST($1::bigint[], $2::text[]) AS x(id, status) WHERE e.id = x.id",
-    )
-    .bind(&done_ids)
-    .bind(&done_status)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(results)
-}
-
-/// Records a transient failure: one more attempt, status `retrying`, the error. Returns the
+/// Records a transient failure: one more attempt, status `retrying`, the error, due at once
+/// until [`record_retry_due`] says when (so the relay finds it either way). Returns the
 /// attempt count now, or `None` if the event is already done or gone (then there is nothing
 /// to retry).
 pub async fn record_retry(
@@ -139,7 +81,8 @@ pub async fn record_retry(
     error: &str,
 ) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
-        "UPDATE webhook_events SET attempts = attempts + 1, status = 'retrying', last_error = $2
+        "UPDATE webhook_events SET attempts = attempts + 1, status = 'retrying', last_error = $2,
+                                   retry_due = now()
          WHERE id = $1 AND status NOT IN ('processed', 'ignored')
          RETURNING attempts",
     )
@@ -232,14 +175,14 @@ pub async fn find_for_replay(
 pub async fn dead_events(pool: &PgPool) -> Result<Vec<ReplayTarget>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, provider, external_id, event_type, status FROM webhook_events
-         WHERE status = 'dead' ORDER BY id",
+         WHERE last_error IS NOT NULL AND status = 'dead' ORDER BY id",
     )
     .fetch_all(pool)
     .await
 }
 
 /// Error texts are ours (no personal data), but may quote a long chain; keep the column tidy.
-fn truncate(s: &str) -> &str {
+pub(super) fn truncate(s: &str) -> &str {
     match s.char_indices().nth(2000) {
         Some((i, _)) => &s[..i],
         None => s,

@@ -1,5 +1,5 @@
 //! GoCardless mandate events → members: `created` (details from the event's metadata, else
-//! from the API: mandate → customer), `cancelled` / `failed` / `expired` (suspended with
+//! from the API: mandate → customer; without an API token, the metadata alone), `cancelled` / `failed` / `expired` (suspended with
 //! `details.cause`), `reinstated` (active again).
 
 use serde_json::Value;
@@ -8,13 +8,26 @@ use sqlx::PgConnection;
 use super::members::{self, MemberDetails};
 use super::{id_at, str_at, when, Context, DomainError, Event};
 
-/// The mandate an event is about: `links.mandate`.
+/// The mandate a mandate event is about: `links.mandate`.
 fn mandate_id(event: &Event) -> Result<String, DomainError> {
     event
         .resource_id
         .clone()
         .or_else(|| id_at(&event.payload, &["links", "mandate"]))
         .ok_or_else(|| DomainError::permanent("links.mandate is missing"))
+}
+
+/// The mandate a GoCardless event names itself (a mandate event's own, a payment's
+/// `links.mandate`): what the worker's batch locks before applying it
+/// ([`super::members::lock_mandates`]).
+pub(super) fn named_mandate(event: &Event) -> Option<String> {
+    if event.provider != "gocardless" {
+        return None;
+    }
+    if event.event_type.starts_with("mandates.") {
+        return mandate_id(event).ok();
+    }
+    id_at(&event.payload, &["links", "mandate"])
 }
 
 pub(super) async fn created(
@@ -45,8 +58,15 @@ pub(super) async fn created(
         joined_on: Some(when(event).date_naive()),
     };
     // Real GoCardless events carry ids only; whatever the metadata lacks comes from the API.
+    // Without a token, what the metadata has is the member; with nothing at all there is no
+    // member to make, and the event retries (its message names GOCARDLESS_API_TOKEN).
     if !details.is_complete() {
-        details = details.or(fetch_details(ctx, &mandate).await?);
+        match fetch_details(ctx, &mandate).await {
+            Ok(fetched) => details = details.or(fetched),
+            Err(DomainError::Transient(_))
+                if details.has_any() && !ctx.gateways.gocardless.is_configured() => {}
+            Err(e) => return Err(e),
+        }
     }
     members::upsert(conn, &mandate, &details, Some(when(event)), when(event)).await?;
     Ok(())

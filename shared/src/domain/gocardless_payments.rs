@@ -3,7 +3,10 @@
 //! pence as a string, `currency`, `reference`) and `links.mandate`, else the API
 //! (`GET /payments/{id}`). A status that means money was taken (`confirmed`, `paid_out`,
 //! `charged_back`) writes the payment's ledger row (once, whichever arrives first); a
-//! `confirmed` payment for a mandate we don't know creates its member first, from the API.
+//! `confirmed` payment for a mandate we don't know creates its member first, from the API
+//! when it has a token and answers, else it is recorded by mandate and linked later. Only an
+//! amount that a ledger row needs and nobody can tell us is an error (retried: the message
+//! names the variable to set).
 
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
@@ -12,6 +15,7 @@ use super::members;
 use super::payments::{self, Payment, PaymentUpdate};
 use super::status::PaymentStatus;
 use super::{gocardless_mandates, id_at, str_at, when, Context, DomainError, Event};
+use crate::gateway::GatewayError;
 use crate::money;
 
 const PROVIDER: &str = "gocardless";
@@ -100,6 +104,9 @@ struct Known {
     mandate_id: Option<String>,
     reference: Option<String>,
     metadata: Map<String, Value>,
+    /// Our row, locked, when the batch had locked the mandate first (lock order: mandate,
+    /// then payment), so applying the event need not read it again.
+    locked: Option<Payment>,
 }
 
 async fn apply(
@@ -113,16 +120,20 @@ async fn apply(
         .clone()
         .or_else(|| id_at(&event.payload, &["links", "payment"]))
         .ok_or_else(|| DomainError::permanent("links.payment is missing"))?;
-    let known = resolve(conn, ctx, event, &payment_id).await?;
+    let known = resolve(conn, ctx, event, &payment_id, status).await?;
+    let mut locked = known.locked;
+    if let Some(mandate) = &known.mandate_id {
+        // The batch locked the mandate the event names; one learnt from our row or the API
+        // is locked here, before anything about it is written (and the row read again after).
+        if gocardless_mandates::named_mandate(event).as_deref() != Some(mandate.as_str()) {
+            members::lock_mandates(conn, std::slice::from_ref(mandate), &[]).await?;
+            locked = None;
+        }
+    }
 
-    // An unknown mandate on a confirmed payment: the member comes first, from the API, so the
-    // payment and its ledger row point at it.
     if status == PaymentStatus::Completed {
         if let Some(mandate) = &known.mandate_id {
-            if members::find(conn, mandate).await?.is_none() {
-                let details = gocardless_mandates::fetch_details(ctx, mandate).await?;
-                members::upsert(conn, mandate, &details, None, when(event)).await?;
-            }
+            member_first(conn, ctx, event, mandate).await?;
         }
     }
 
@@ -133,23 +144,75 @@ async fn apply(
     update.reference = known.reference.as_deref();
     update.failure_reason = str_at(&event.payload, &["details", "cause"]);
     update.metadata = known.metadata;
-    payments::apply(conn, &update).await
+    match locked {
+        Some(row) => payments::apply_to(conn, &update, Some(row)).await,
+        None => payments::apply(conn, &update).await,
+    }
+}
+
+/// A confirmed payment for a mandate we don't know: its member comes first, from the API, so
+/// the payment and its ledger row point at it. Best effort: without a token, or while the API
+/// is away or does not know the mandate, the payment is recorded with its `mandate_id` and no
+/// member, and `mandates.created` links it later ([`members::upsert`]). The money is real
+/// either way; arrival order must never send it dead.
+async fn member_first(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    event: &Event,
+    mandate: &str,
+) -> Result<(), DomainError> {
+    if !ctx.gateways.gocardless.is_configured() {
+        return Ok(());
+    }
+    if members::find(conn, mandate).await?.is_some() {
+        return Ok(());
+    }
+    match gocardless_mandates::fetch_details(ctx, mandate).await {
+        Ok(details) => {
+            members::upsert(conn, mandate, &details, None, when(event)).await?;
+        }
+        Err(e) => tracing::info!(
+            error = %e,
+            "member not fetched; the payment is recorded by mandate and linked when the mandate arrives"
+        ),
+    }
+    Ok(())
+}
+
+/// Whether a payment in this status needs its amount: the ones that write a ledger row.
+fn needs_amount(status: PaymentStatus) -> bool {
+    matches!(
+        status,
+        PaymentStatus::Completed | PaymentStatus::PaidOut | PaymentStatus::ChargedBack
+    )
 }
 
 /// The payment's amount, currency, mandate and reference: our row, then the event, then the
-/// API for whatever is still missing.
+/// API for whatever is still missing. Only a missing amount that a ledger row needs is an
+/// error; everything else the API would add is filled in by a later event if the API cannot
+/// be asked now.
 async fn resolve(
     conn: &mut PgConnection,
     ctx: &Context,
     event: &Event,
     payment_id: &str,
+    status: PaymentStatus,
 ) -> Result<Known, DomainError> {
     let mut k = Known::default();
-    if let Some(p) = payments::find(conn, PROVIDER, payment_id).await? {
+    // Locked now only if the batch already holds the mandate's lock (see `Known::locked`).
+    let row = if gocardless_mandates::named_mandate(event).is_some() {
+        payments::find_for_update(conn, PROVIDER, payment_id).await?
+    } else {
+        payments::find(conn, PROVIDER, payment_id).await?
+    };
+    if let Some(p) = &row {
         k.amount_minor = p.amount_minor;
-        k.currency = p.currency;
-        k.mandate_id = p.mandate_id;
-        k.reference = p.reference;
+        k.currency = p.currency.clone();
+        k.mandate_id = p.mandate_id.clone();
+        k.reference = p.reference.clone();
+    }
+    if gocardless_mandates::named_mandate(event).is_some() {
+        k.locked = row;
     }
     let meta = event
         .payload
@@ -173,17 +236,30 @@ async fn resolve(
         .reference
         .or_else(|| str_at(&meta, &["reference"]).map(str::to_owned));
 
-    if k.amount_minor.is_none() || k.mandate_id.is_none() {
-        let p = ctx.gateways.gocardless.payment(payment_id).await?;
-        if k.amount_minor.is_none() {
-            k.amount_minor = Some(p.amount);
-            k.currency = Some(p.currency);
+    if k.amount_minor.is_some() && k.mandate_id.is_some() {
+        return Ok(k);
+    }
+    let must = k.amount_minor.is_none() && needs_amount(status);
+    let p = match ctx.gateways.gocardless.payment(payment_id).await {
+        Ok(p) => p,
+        // A 404 is an answer (the payment does not exist): the event is wrong.
+        Err(e @ GatewayError::NotFound(_)) => return Err(e.into()),
+        Err(e) if must => return Err(e.into()),
+        Err(GatewayError::NotConfigured(_)) => return Ok(k),
+        Err(e) if k.amount_minor.is_some() => {
+            tracing::info!(error = %e, "payment's mandate not fetched; recorded without it");
+            return Ok(k);
         }
-        k.mandate_id = k.mandate_id.or(p.links.mandate);
-        k.reference = k.reference.or(p.reference);
-        if let Some(d) = p.charge_date {
-            k.metadata.insert("charge_date".into(), Value::String(d));
-        }
+        Err(e) => return Err(e.into()),
+    };
+    if k.amount_minor.is_none() {
+        k.amount_minor = Some(p.amount);
+        k.currency = Some(p.currency);
+    }
+    k.mandate_id = k.mandate_id.or(p.links.mandate);
+    k.reference = k.reference.or(p.reference);
+    if let Some(d) = p.charge_date {
+        k.metadata.insert("charge_date".into(), Value::String(d));
     }
     Ok(k)
 }
@@ -212,6 +288,11 @@ async fn retry_once(
             "asked GoCardless to retry a failed payment"
         ),
         Err(e) if e.is_transient() => return Err(e.into()),
+        Err(GatewayError::NotConfigured(e)) => {
+            // Not remembered: once the token is set, a replay asks.
+            tracing::warn!(payment_id = payment.id, error = %e, "GOCARDLESS_RETRY_FAILED_PAYMENTS is on but the API has no token");
+            return Ok(());
+        }
         Err(e) => {
             tracing::warn!(payment_id = payment.id, error = %e, "GoCardless refused to retry a failed payment")
         }

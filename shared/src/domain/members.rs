@@ -53,6 +53,11 @@ impl MemberDetails {
         self.name.is_some() && self.email.is_some()
     }
 
+    /// True when the gateway told us anything about the person (name or email).
+    pub fn has_any(&self) -> bool {
+        self.name.is_some() || self.email.is_some()
+    }
+
     /// Fields of `self`, else of `other`.
     pub fn or(self, other: MemberDetails) -> MemberDetails {
         MemberDetails {
@@ -86,6 +91,51 @@ pub fn membership_type(raw: Option<&str>) -> Result<Option<String>, DomainError>
     }
 }
 
+/// Serializes, until the transaction ends, the creation of a mandate's member with the
+/// payments written for it meanwhile. Without it, a payment inserted while its member is
+/// being created in another transaction sees no member, the new member's link ([`upsert`])
+/// sees no payment, and both commit unlinked for ever. Only a mandate WITHOUT a member is
+/// locked: once the member is committed every payment sees it, so payments of known members
+/// never wait on each other. The worker's batch takes it for every mandate its events name
+/// ([`super::batch`]); a handler that learns of another mandate (from our row or the API)
+/// takes it before writing.
+///
+/// `creating`: the mandates whose member this transaction may create (exclusive lock);
+/// `paying`: those it only writes payments for (shared lock: payments of one mandate never
+/// wait on each other, only on its member's creation). A mandate in both is exclusive.
+pub async fn lock_mandates(
+    conn: &mut PgConnection,
+    creating: &[String],
+    paying: &[String],
+) -> Result<(), sqlx::Error> {
+    if creating.is_empty() && paying.is_empty() {
+        return Ok(());
+    }
+    // One global order over both kinds: two transactions never wait on each other in a cycle.
+    let mut all: Vec<(&str, bool)> = creating
+        .iter()
+        .map(|m| (m.as_str(), true))
+        .chain(paying.iter().map(|m| (m.as_str(), false)))
+        .collect();
+    // Exclusive first among equal ids, so dedup keeps it.
+    all.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+    all.dedup_by(|a, b| a.0 == b.0);
+    let (ids, exclusive): (Vec<&str>, Vec<bool>) = all.into_iter().unzip();
+    // The bigint key space; the reconciler's locks use the (int, int) one, so they never meet.
+    sqlx::query(
+        "SELECT CASE WHEN m.x THEN pg_advisory_xact_lock(hashtextextended('mandate:' || m.id, 0))
+                     ELSE pg_advisory_xact_lock_shared(hashtextextended('mandate:' || m.id, 0)) END
+         FROM UNNEST($1::text[], $2::bool[]) WITH ORDINALITY AS m(id, x, n)
+         WHERE NOT EXISTS (SELECT 1 FROM members x WHERE x.mandate_id = m.id)
+         ORDER BY m.n",
+    )
+    .bind(&ids)
+    .bind(&exclusive)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn find(
     conn: &mut PgConnection,
     mandate_id: &str,
@@ -108,12 +158,12 @@ pub async fn upsert(
     active_since: Option<DateTime<Utc>>,
     occurred_at: DateTime<Utc>,
 ) -> Result<Member, DomainError> {
-    let inserted: Option<Member> = sqlx::query_as(&format!(
+    let inserted: Option<Member> = sqlx::query_as(&insert_linked(
         "INSERT INTO members (mandate_id, name, email, membership_type, address_line1, address_line2,
                               city, county, postcode, joined_on, status, status_changed_at)
-         VALUES ($1, $2, $3, COALESCE($4, 'individual'), $5, $6, $7, $8, $9, $10, 'active', $11)
-         ON CONFLICT (mandate_id) DO NOTHING
-         RETURNING {COLUMNS}"
+         VALUES ($1, $2, $3, COALESCE($4, 'individual'), $5, $6, $7, $8, $9, $10, 'active', $11)",
+        "'member.created'",
+        "$12",
     ))
     .bind(mandate_id)
     .bind(&d.name)
@@ -126,11 +176,10 @@ pub async fn upsert(
     .bind(&d.postcode)
     .bind(d.joined_on)
     .bind(active_since)
+    .bind(occurred_at)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(m) = inserted {
-        link_payments(conn, &m).await?;
-        outbox::member(conn, "member.created", m.id, occurred_at).await?;
         return Ok(m);
     }
 
@@ -187,21 +236,20 @@ pub async fn set_status(
     at: DateTime<Utc>,
 ) -> Result<Member, DomainError> {
     let reason = if status == "active" { None } else { reason };
-    let inserted: Option<Member> = sqlx::query_as(&format!(
+    let inserted: Option<Member> = sqlx::query_as(&insert_linked(
         "INSERT INTO members (mandate_id, status, status_reason, status_changed_at)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (mandate_id) DO NOTHING
-         RETURNING {COLUMNS}"
+         VALUES ($1, $2, $3, $4)",
+        "$5",
+        "$4",
     ))
     .bind(mandate_id)
     .bind(status)
     .bind(reason)
     .bind(at)
+    .bind(status_event(status))
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(m) = inserted {
-        link_payments(conn, &m).await?;
-        outbox::member(conn, status_event(status), m.id, at).await?;
         return Ok(m);
     }
     let old = lock(conn, mandate_id).await?;
@@ -253,18 +301,22 @@ async fn write_status(
     .await
 }
 
-/// Payments (and their ledger rows) that arrived before their member now point at it.
-async fn link_payments(conn: &mut PgConnection, m: &Member) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH linked AS (
-             UPDATE payments SET member_id = $1, updated_at = now()
-             WHERE mandate_id = $2 AND member_id IS NULL RETURNING id)
-         UPDATE transactions SET member_id = $1
-         WHERE payment_id IN (SELECT id FROM linked) AND member_id IS NULL",
+/// A new member in one statement: `insert` (an `INSERT INTO members … VALUES …`), then the
+/// payments (and their ledger rows) that arrived before their member now point at it, then
+/// its domain event (`type_sql`, `at_sql`). Returns the member's [`COLUMNS`], or no row when
+/// the member existed already.
+fn insert_linked(insert: &str, type_sql: &str, at_sql: &str) -> String {
+    format!(
+        "WITH m AS ({insert} ON CONFLICT (mandate_id) DO NOTHING RETURNING *),
+         linked AS (
+             UPDATE payments p SET member_id = m.id, updated_at = now() FROM m
+             WHERE p.mandate_id = m.mandate_id AND p.member_id IS NULL
+             RETURNING p.id, m.id AS member_id),
+         ledger AS (
+             UPDATE transactions t SET member_id = linked.member_id FROM linked
+             WHERE t.payment_id = linked.id AND t.member_id IS NULL),
+         o AS ({outbox})
+         SELECT {COLUMNS} FROM m",
+        outbox = outbox::insert_from("m", "member", type_sql, at_sql),
     )
-    .bind(m.id)
-    .bind(&m.mandate_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

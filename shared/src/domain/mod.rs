@@ -1,14 +1,15 @@
 //! Domain rules: events → members, payments, ledger, domain outbox (DESIGN.md, "Domain rules").
 //!
-//! [`process_event`] applies one stored event in one PostgreSQL transaction: lock the event
-//! row, skip it if already done, run its handler, mark it processed (or ignored when no
-//! handler exists). [`process_events`] does the same for a batch in one transaction (the
-//! worker's fast path), all or nothing. Every business write is keyed by a gateway id, so running an event twice
-//! changes nothing; every change writes a domain event into `domain_outbox` in the same
-//! transaction.
+//! [`process_events`] applies stored events in one PostgreSQL transaction ([`batch`]): lock
+//! the event rows, skip those already done, run each handler behind a savepoint, mark each
+//! processed (or ignored when no handler exists), or, when its handler failed, retrying or
+//! dead, alone. [`process_event`] is a batch of one. Every business write is keyed by a
+//! gateway id, so running an event twice changes nothing; every change writes a domain event
+//! into `domain_outbox` in the same transaction.
 //!
 //! | module | what it is for |
 //! | --- | --- |
+//! | [`batch`] | the worker's transaction: savepoint per event, failures marked alone |
 //! | [`status`] | the forward-only payment state machine (pure) |
 //! | [`payments`] | upsert a payment through the state machine, ledger rows |
 //! | [`members`] | upsert members on mandate_id, member status over time |
@@ -17,6 +18,7 @@
 //! | `gocardless_*`, `paystack`, `flutterwave`, `payqi` | one handler per event type |
 //! | [`reconcile`] | `reconcile.<status>`: a gateway API's answer the reconciler stored |
 
+pub mod batch;
 pub mod events;
 mod flutterwave;
 mod gocardless_mandates;
@@ -71,7 +73,9 @@ impl From<sqlx::Error> for DomainError {
 impl From<GatewayError> for DomainError {
     fn from(e: GatewayError) -> Self {
         match e {
-            GatewayError::Transient(m) => Self::Transient(m),
+            // Retried, then dead with the message naming the variable to set: the event is
+            // fine, the installation is not (yet) configured to read it.
+            GatewayError::Transient(m) | GatewayError::NotConfigured(m) => Self::Transient(m),
             // While processing an event a 404 is an answer: the thing does not exist.
             GatewayError::NotFound(m) | GatewayError::Permanent(m) => Self::Permanent(m),
         }
@@ -172,28 +176,30 @@ pub async fn apply(
     Ok(Handled::Applied)
 }
 
-/// Applies the event with id `event_id` in one transaction (see the module doc).
+/// Applies the event with id `event_id` in one transaction: a batch of one.
 pub async fn process_event(
     pool: &PgPool,
     ctx: &Context,
     event_id: i64,
 ) -> Result<Processed, DomainError> {
-    events::process(pool, ctx, event_id).await
+    let mut results = batch::process(pool, ctx, &[event_id]).await?;
+    Ok(results.remove(0))
 }
 
-/// Applies several events in one transaction, all or nothing (see
-/// [`events::process_batch`]); on an error, process them one by one with [`process_event`].
+/// Applies several events in one transaction, each failing alone (see [`batch`]). An `Err`
+/// means the transaction itself failed: nothing was kept.
 pub async fn process_events(
     pool: &PgPool,
     ctx: &Context,
     event_ids: &[i64],
 ) -> Result<Vec<Processed>, DomainError> {
-    events::process_batch(pool, ctx, event_ids).await
+    batch::process(pool, ctx, event_ids).await
 }
 
 /// Whether an event may share a transaction with others. Not when its handler asks a
-/// gateway to DO something (retry a payment): a batch that fails later is redone one event at
-/// a time, and the gateway must not be asked twice.
+/// gateway to DO something (retry a payment): a transaction that fails (its connection lost,
+/// its commit refused) is tried again for every event in it, and the gateway must not be asked
+/// twice because of another event's transaction.
 pub fn may_batch(ctx: &Context, provider: &str, event_type: &str) -> bool {
     !(ctx.gocardless_retry_failed_payments
         && provider == "gocardless"

@@ -6,25 +6,19 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-/// `payment.<status>` or `payment.updated`, with the payment row.
-pub async fn payment(
-    conn: &mut PgConnection,
-    event_type: &str,
-    payment_id: i64,
-    occurred_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// The outbox write as part of another statement: a data-modifying CTE that inserts one
+/// domain event per row of the CTE `rows` (the changed rows, as RETURNING gave them), under the
+/// key `key` (`payment`, `member`). `type_sql` and `at_sql` are SQL expressions (usually bind
+/// parameters) for the event type and its time. One round trip for the change and its event,
+/// and the payload shape stays the one written below.
+pub fn insert_from(rows: &str, key: &str, type_sql: &str, at_sql: &str) -> String {
+    format!(
         "INSERT INTO domain_outbox (event_type, payload)
-         SELECT $1, jsonb_build_object('type', $1::text, 'occurred_at', $2::timestamptz,
-                                       'payment', to_jsonb(p))
-         FROM payments p WHERE p.id = $3",
+         SELECT {type_sql}, jsonb_build_object('type', ({type_sql})::text,
+                                               'occurred_at', ({at_sql})::timestamptz,
+                                               '{key}', to_jsonb({rows}))
+         FROM {rows}"
     )
-    .bind(event_type)
-    .bind(occurred_at)
-    .bind(payment_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// `member.created`, `member.updated`, `member.suspended`, `member.reinstated`, with the row.
@@ -48,22 +42,15 @@ pub async fn member(
     Ok(())
 }
 
-/// `transaction.recorded`: a new ledger row, with the row and its payment.
-pub async fn transaction(
-    conn: &mut PgConnection,
-    transaction_id: i64,
-    occurred_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// `transaction.recorded` for each new ledger row of the CTE `rows`, with the row and its
+/// payment as the statement sees it (see [`insert_from`]).
+pub fn transaction_from(rows: &str, at_sql: &str) -> String {
+    format!(
         "INSERT INTO domain_outbox (event_type, payload)
          SELECT 'transaction.recorded',
-                jsonb_build_object('type', 'transaction.recorded', 'occurred_at', $1::timestamptz,
-                                   'transaction', to_jsonb(t), 'payment', to_jsonb(p))
-         FROM transactions t JOIN payments p ON p.id = t.payment_id WHERE t.id = $2",
+                jsonb_build_object('type', 'transaction.recorded',
+                                   'occurred_at', ({at_sql})::timestamptz,
+                                   'transaction', to_jsonb({rows}), 'payment', to_jsonb(p))
+         FROM {rows} JOIN payments p ON p.id = {rows}.payment_id"
     )
-    .bind(occurred_at)
-    .bind(transaction_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

@@ -100,41 +100,49 @@ pub async fn find(
     .await
 }
 
-/// Creates or updates the payment, status merged forward, and writes the domain event of the
-/// change (`payment.<status>` when the status moved, `payment.updated` when only details
-/// were filled in, nothing when nothing changed).
-pub async fn apply(conn: &mut PgConnection, u: &PaymentUpdate<'_>) -> Result<Payment, DomainError> {
-    let metadata = Value::Object(u.metadata.clone());
-    let inserted: Option<Payment> = sqlx::query_as(&format!(
-        "INSERT INTO payments (provider, external_id, reference, member_id, mandate_id,
-                               amount_minor, currency, status, failure_reason, metadata)
-         VALUES ($1, $2, $3, (SELECT id FROM members WHERE mandate_id = $4), $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (provider, external_id) DO NOTHING
-         RETURNING {COLUMNS}"
-    ))
-    .bind(u.provider)
-    .bind(u.external_id)
-    .bind(u.reference)
-    .bind(u.mandate_id)
-    .bind(u.amount_minor)
-    .bind(u.currency.map(str::to_ascii_uppercase))
-    .bind(u.status.as_str())
-    .bind(reason_for(u.status, u.failure_reason))
-    .bind(&metadata)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(p) = inserted {
-        outbox::payment(conn, &format!("payment.{}", u.status), p.id, u.occurred_at).await?;
-        return Ok(p);
-    }
-
-    let old: Payment = sqlx::query_as(&format!(
+/// The payment with this gateway id, locked until the transaction ends, if we have it: what
+/// [`apply_to`] needs to update it without reading it again.
+pub async fn find_for_update(
+    conn: &mut PgConnection,
+    provider: &str,
+    external_id: &str,
+) -> Result<Option<Payment>, sqlx::Error> {
+    sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM payments WHERE provider = $1 AND external_id = $2 FOR UPDATE"
     ))
-    .bind(u.provider)
-    .bind(u.external_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    .bind(provider)
+    .bind(external_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Creates or updates the payment, status merged forward, and writes the domain event of the
+/// change (`payment.<status>` when the status moved, `payment.updated` when only details
+/// were filled in, nothing when nothing changed). Two statements whether the payment is new
+/// or known: lock it, then insert or update it.
+pub async fn apply(conn: &mut PgConnection, u: &PaymentUpdate<'_>) -> Result<Payment, DomainError> {
+    let current = find_for_update(conn, u.provider, u.external_id).await?;
+    apply_to(conn, u, current).await
+}
+
+/// [`apply`] for a caller that has already locked the row ([`find_for_update`]): `current`
+/// is what that found (None: no such payment then).
+pub async fn apply_to(
+    conn: &mut PgConnection,
+    u: &PaymentUpdate<'_>,
+    current: Option<Payment>,
+) -> Result<Payment, DomainError> {
+    let old = match current {
+        Some(old) => old,
+        None => match insert(conn, u).await? {
+            Some(p) => return Ok(p),
+            // Another transaction inserted it since we looked: now it can be locked.
+            None => find_for_update(conn, u.provider, u.external_id)
+                .await?
+                .ok_or_else(|| DomainError::Transient("payment vanished while applying".into()))?,
+        },
+    };
+    let metadata = Value::Object(u.metadata.clone());
     let status = old.status().merge(u.status);
     let moved = status != old.status();
     // The reason belongs to the status that stays; an older event's reason never replaces it.
@@ -153,15 +161,34 @@ pub async fn apply(conn: &mut PgConnection, u: &PaymentUpdate<'_>) -> Result<Pay
                 .or(old.currency.clone()),
         ),
     };
+    // The domain event in the same statement: `payment.<status>` when the status moved,
+    // `payment.updated` when only details changed (`old` is the row before this statement).
     let new: Payment = sqlx::query_as(&format!(
-        "UPDATE payments SET
-             reference = COALESCE(reference, $2),
-             mandate_id = COALESCE(mandate_id, $3),
-             member_id = COALESCE(member_id, (SELECT id FROM members WHERE mandate_id = COALESCE(payments.mandate_id, $3))),
-             amount_minor = $4, currency = $5, status = $6, failure_reason = $7,
-             metadata = metadata || $8, updated_at = now()
-         WHERE id = $1
-         RETURNING {COLUMNS}"
+        "WITH old AS (SELECT * FROM payments WHERE id = $1),
+         u AS (
+             UPDATE payments SET
+                 reference = COALESCE(reference, $2),
+                 mandate_id = COALESCE(mandate_id, $3),
+                 member_id = COALESCE(member_id, (SELECT id FROM members WHERE mandate_id = COALESCE(payments.mandate_id, $3))),
+                 amount_minor = $4, currency = $5, status = $6, failure_reason = $7,
+                 metadata = metadata || $8, updated_at = now()
+             WHERE id = $1
+             RETURNING *),
+         changed AS (
+             SELECT u.* FROM u, old
+             WHERE $9 OR (u.reference, u.member_id, u.mandate_id, u.amount_minor, u.currency,
+                          u.status, u.failure_reason, u.metadata)
+                         IS DISTINCT FROM
+                         (old.reference, old.member_id, old.mandate_id, old.amount_minor,
+                          old.currency, old.status, old.failure_reason, old.metadata)),
+         o AS ({outbox})
+         SELECT {COLUMNS} FROM u",
+        outbox = outbox::insert_from(
+            "changed",
+            "payment",
+            "CASE WHEN $9 THEN $10 ELSE 'payment.updated' END",
+            "$11"
+        ),
     ))
     .bind(old.id)
     .bind(u.reference)
@@ -171,14 +198,44 @@ pub async fn apply(conn: &mut PgConnection, u: &PaymentUpdate<'_>) -> Result<Pay
     .bind(status.as_str())
     .bind(failure_reason)
     .bind(&metadata)
+    .bind(moved)
+    .bind(format!("payment.{status}"))
+    .bind(u.occurred_at)
     .fetch_one(&mut *conn)
     .await?;
-    if moved {
-        outbox::payment(conn, &format!("payment.{status}"), new.id, u.occurred_at).await?;
-    } else if new != old {
-        outbox::payment(conn, "payment.updated", new.id, u.occurred_at).await?;
-    }
     Ok(new)
+}
+
+/// Inserts the payment with its domain event; None when it exists already.
+async fn insert(
+    conn: &mut PgConnection,
+    u: &PaymentUpdate<'_>,
+) -> Result<Option<Payment>, sqlx::Error> {
+    let metadata = Value::Object(u.metadata.clone());
+    sqlx::query_as(&format!(
+        "WITH p AS (
+             INSERT INTO payments (provider, external_id, reference, member_id, mandate_id,
+                                   amount_minor, currency, status, failure_reason, metadata)
+             VALUES ($1, $2, $3, (SELECT id FROM members WHERE mandate_id = $4), $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (provider, external_id) DO NOTHING
+             RETURNING *),
+         o AS ({outbox})
+         SELECT {COLUMNS} FROM p",
+        outbox = outbox::insert_from("p", "payment", "$10", "$11"),
+    ))
+    .bind(u.provider)
+    .bind(u.external_id)
+    .bind(u.reference)
+    .bind(u.mandate_id)
+    .bind(u.amount_minor)
+    .bind(u.currency.map(str::to_ascii_uppercase))
+    .bind(u.status.as_str())
+    .bind(reason_for(u.status, u.failure_reason))
+    .bind(&metadata)
+    .bind(format!("payment.{}", u.status))
+    .bind(u.occurred_at)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Only the statuses that end an attempt carry a reason.
@@ -222,12 +279,18 @@ pub async fn record_transaction(
     currency: &str,
     occurred_at: DateTime<Utc>,
 ) -> Result<bool, DomainError> {
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO transactions (payment_id, member_id, kind, external_ref, amount_minor, currency, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (payment_id, kind, external_ref) DO NOTHING
-         RETURNING id",
-    )
+    // The ledger row and its `transaction.recorded` in one statement; the payment as this
+    // transaction sees it now.
+    let id: Option<i64> = sqlx::query_scalar(&format!(
+        "WITH t AS (
+             INSERT INTO transactions (payment_id, member_id, kind, external_ref, amount_minor, currency, occurred_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (payment_id, kind, external_ref) DO NOTHING
+             RETURNING *),
+         o AS ({outbox})
+         SELECT id FROM t",
+        outbox = outbox::transaction_from("t", "$7"),
+    ))
     .bind(payment.id)
     .bind(payment.member_id)
     .bind(kind.as_str())
@@ -237,9 +300,6 @@ pub async fn record_transaction(
     .bind(occurred_at)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(id) = id {
-        outbox::transaction(conn, id, occurred_at).await?;
-    }
     Ok(id.is_some())
 }
 

@@ -57,8 +57,8 @@ async fn due(pool: &PgPool, r: &Reconciler, after: i64) -> Result<Vec<EventMessa
     let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT id, provider, external_id, event_type FROM webhook_events
          WHERE id > $2
-           AND ((status = 'received' AND received_at < now() - $1::interval)
-             OR (status = 'retrying' AND COALESCE(retry_due, '-infinity') < now() - $1::interval - interval '10 seconds'))
+           AND ((published_at IS NULL AND status = 'received' AND received_at < now() - $1::interval)
+             OR (retry_due < now() - $1::interval - interval '10 seconds' AND status = 'retrying'))
          ORDER BY id LIMIT $3",
     )
     .bind(r.settings.relay_after)

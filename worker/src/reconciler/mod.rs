@@ -204,7 +204,8 @@ impl Reconciler {
                (SELECT count(*) FROM payments WHERE status IN ('pending', 'submitted')),
                GREATEST(
                  COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(received_at) FROM webhook_events
-                                                      WHERE status = 'received')), 0),
+                                                      WHERE published_at IS NULL
+                                                        AND status = 'received')), 0),
                  COALESCE(EXTRACT(EPOCH FROM now() - (SELECT created_at FROM domain_outbox
                                                       WHERE published_at IS NULL
                                                       ORDER BY id LIMIT 1)), 0),

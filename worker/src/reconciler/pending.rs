@@ -10,6 +10,7 @@
 //! and `RECONCILE_CHECKS_PER_PASS` calls per pass. A failing gateway (5xx, timeout, refusal)
 //! is logged and counted (`payhook_reconciler_gateway_errors_total{provider}`); after a few
 //! failures in a row the rest of its payments wait for the next pass. The others go on.
+//! A gateway without an API token is not asked at all (the worker says so at start).
 
 use std::time::Duration;
 
@@ -75,6 +76,10 @@ pub async fn run(r: &Reconciler) -> anyhow::Result<Checked> {
 }
 
 async fn provider(r: &Reconciler, provider: &str) -> anyhow::Result<Checked> {
+    // No token, no API: asking would only fill reconciler_checks with the same error.
+    if !r.gateways.is_configured(provider) {
+        return Ok(Checked::default());
+    }
     let due: Vec<Due> = sqlx::query_as(
         "SELECT p.id, p.provider, p.external_id, p.status FROM payments p
          LEFT JOIN reconciler_checks c ON c.payment_id = p.id

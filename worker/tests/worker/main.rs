@@ -2,6 +2,7 @@
 //! gateway API on loopback: events are stored and published exactly as ingest does, a worker
 //! consumes them, and each test checks the rows and the broker's queues.
 
+mod arrival_order;
 mod batches;
 mod cli;
 mod delivery;

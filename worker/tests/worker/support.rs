@@ -69,6 +69,22 @@ impl Harness {
         }
     }
 
+    /// A fresh world whose workers have no gateway API token at all (an installation with
+    /// only its webhook secrets), no worker yet. nextest runs each test in a process of its
+    /// own, so removing the variables here touches no other test.
+    pub async fn without_api_tokens() -> Self {
+        let h = Self::without_worker().await;
+        for var in [
+            "GOCARDLESS_API_TOKEN",
+            "PAYSTACK_API_TOKEN",
+            "FLUTTERWAVE_API_TOKEN",
+            "PAYQI_API_TOKEN",
+        ] {
+            std::env::remove_var(var);
+        }
+        h
+    }
+
     pub fn gateway_settings(&self) -> GatewaySettings {
         let url = self.gateway.url();
         GatewaySettings {
