@@ -1,5 +1,8 @@
 //! The payhook binaries as child processes (start, readiness, SIGTERM, `kill -9`), and what
-//! /proc says about them and about PostgreSQL and RabbitMQ (memory, CPU time).
+//! /proc says about them and about PostgreSQL and RabbitMQ (memory, CPU time). CPU time is
+//! read per process tree (a process, everything under it, and what its reaped children
+//! used), so a forking server (the postmaster, gunicorn, Celery's prefork pool) is counted
+//! whole.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -36,12 +39,28 @@ impl Service {
         env: &[(&str, String)],
         log: &Path,
     ) -> anyhow::Result<Self> {
+        Self::spawn_without(bin, name, ops, env, &[], log)
+    }
+
+    /// [`Service::spawn`], with the variables in `unset` removed from what it inherits (a
+    /// token in our environment must not reach a process meant to run without it).
+    pub fn spawn_without(
+        bin: &Path,
+        name: &str,
+        ops: SocketAddr,
+        env: &[(&str, String)],
+        unset: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new(bin);
+        for var in unset {
+            cmd.env_remove(var);
+        }
         cmd.envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -234,15 +253,36 @@ fn processes() -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// Where CPU time goes during a step: our processes by pid, PostgreSQL as its postmaster and
-/// every backend under it, and the whole machine from /proc/stat.
+/// CPU ticks of the tree under `root`: every live process in it, each with what its reaped
+/// children used. A process that exits between two samples moves from its own count into its
+/// parent's `cutime`, so the sum stays continuous (a backend that ends, a pool worker
+/// replaced).
+fn tree_ticks(root: u32, procs: &[(u32, u32)]) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        total += cpu_ticks(pid, true);
+        todo.extend(
+            procs
+                .iter()
+                .filter(|(_, ppid)| *ppid == pid)
+                .map(|(child, _)| *child),
+        );
+    }
+    total
+}
+
+/// Where CPU time goes during a step: the application's front (payhook-ingest, or the peer's
+/// gunicorn) and its workers (payhook-worker, or the peer's Celery) by pid, PostgreSQL as its
+/// postmaster's tree, RabbitMQ as its VM's, the load generator (this process), and the whole
+/// machine from /proc/stat.
 #[derive(Clone, Default)]
 pub struct CpuProbe {
     pub postmaster: Option<u32>,
     pub rabbit: Option<u32>,
 }
 
-/// CPU seconds per component at one instant.
+/// CPU ticks per component at one instant.
 #[derive(Clone, Default)]
 pub struct CpuSample {
     at: Option<Instant>,
@@ -271,24 +311,77 @@ pub struct CpuUse {
     pub machine_iowait: f64,
 }
 
+/// CPU seconds used over an interval, per component ("ingest" and "workers" are the peer's
+/// web and Celery processes in a peer step).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CpuSeconds {
+    pub wall: f64,
+    pub ingest: f64,
+    pub workers: f64,
+    pub postgres: f64,
+    pub rabbitmq: f64,
+    pub load_generator: f64,
+    pub machine_busy: f64,
+    pub machine_iowait: f64,
+}
+
+impl CpuSeconds {
+    /// The system under test: front, workers, PostgreSQL and RabbitMQ (not the load
+    /// generator).
+    pub fn total(&self) -> f64 {
+        self.ingest + self.workers + self.postgres + self.rabbitmq
+    }
+
+    /// Per event, in milliseconds of CPU, for each component and the total.
+    pub fn per_event_ms(&self, events: u64) -> CpuPerEvent {
+        let per = |s: f64| {
+            if events == 0 {
+                f64::NAN
+            } else {
+                s * 1000.0 / events as f64
+            }
+        };
+        CpuPerEvent {
+            events,
+            ingest: per(self.ingest),
+            workers: per(self.workers),
+            postgres: per(self.postgres),
+            rabbitmq: per(self.rabbitmq),
+            total: per(self.total()),
+            load_generator: per(self.load_generator),
+            machine_busy: per(self.machine_busy),
+        }
+    }
+}
+
+/// CPU milliseconds per event (see [`CpuSeconds::per_event_ms`]).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CpuPerEvent {
+    /// The events divided by.
+    pub events: u64,
+    pub ingest: f64,
+    pub workers: f64,
+    pub postgres: f64,
+    pub rabbitmq: f64,
+    /// ingest + workers + PostgreSQL + RabbitMQ.
+    pub total: f64,
+    pub load_generator: f64,
+    /// All CPU the machine spent (others' work included).
+    pub machine_busy: f64,
+}
+
 impl CpuProbe {
+    /// `ingest` and `workers` are read as process trees; `tools` (pgbench) alone.
     pub fn sample(&self, ingest: Option<u32>, workers: &[u32], tools: &[u32]) -> CpuSample {
         let procs = processes();
-        let postgres = self.postmaster.map_or(0, |pm| {
-            cpu_ticks(pm, true)
-                + procs
-                    .iter()
-                    .filter(|(_, ppid)| *ppid == pm)
-                    .map(|(pid, _)| cpu_ticks(*pid, false))
-                    .sum::<u64>()
-        });
         let (busy, iowait) = machine_ticks();
         CpuSample {
             at: Some(Instant::now()),
-            ingest: ingest.map_or(0, |p| cpu_ticks(p, false)),
-            workers: workers.iter().map(|p| cpu_ticks(*p, false)).sum(),
-            postgres,
-            rabbit: self.rabbit.map_or(0, |p| cpu_ticks(p, false)),
+            ingest: ingest.map_or(0, |p| tree_ticks(p, &procs)),
+            workers: workers.iter().map(|p| tree_ticks(*p, &procs)).sum(),
+            postgres: self.postmaster.map_or(0, |pm| tree_ticks(pm, &procs)),
+            rabbit: self.rabbit.map_or(0, |p| tree_ticks(p, &procs)),
+            // Our own threads only: our children are the system under test.
             bench: cpu_ticks(std::process::id(), false),
             other_tools: tools.iter().map(|p| cpu_ticks(*p, false)).sum(),
             machine_busy: busy,
@@ -314,6 +407,24 @@ impl CpuSample {
             pgbench: pct(self.other_tools, later.other_tools),
             machine_busy: pct(self.machine_busy, later.machine_busy),
             machine_iowait: pct(self.machine_iowait, later.machine_iowait),
+        }
+    }
+
+    /// CPU seconds between `self` (earlier) and `later`.
+    pub fn seconds_until(&self, later: &CpuSample) -> CpuSeconds {
+        let s = |a: u64, b: u64| b.saturating_sub(a) as f64 / TICKS;
+        CpuSeconds {
+            wall: match (self.at, later.at) {
+                (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+                _ => 0.0,
+            },
+            ingest: s(self.ingest, later.ingest),
+            workers: s(self.workers, later.workers),
+            postgres: s(self.postgres, later.postgres),
+            rabbitmq: s(self.rabbit, later.rabbit),
+            load_generator: s(self.bench, later.bench),
+            machine_busy: s(self.machine_busy, later.machine_busy),
+            machine_iowait: s(self.machine_iowait, later.machine_iowait),
         }
     }
 }

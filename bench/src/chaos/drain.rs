@@ -1,7 +1,7 @@
 //! The end of the run: wait until nothing is left in flight. Every stored event `processed`
 //! (or `dead`/`ignored`), the events queue and every retry queue empty, the domain outbox
-//! fully published — with a time limit that fails the run. Queue depths come from passive
-//! declares (the names are DESIGN.md's, "Broker"), so no management plugin is needed.
+//! fully published — with a time limit that fails the run. What is in flight is read by
+//! [`crate::inflight`].
 //!
 //! A stall ends the wait early: events still unfinished while every queue has been empty for
 //! [`STALL`] can never finish (no message is left to carry them; the relay only republishes
@@ -9,47 +9,15 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use serde::Serialize;
 use sqlx::PgPool;
 
 use super::say;
 use super::stack::Stack;
+use crate::inflight::{backlog, Backlog};
 
 /// How long unfinished events may sit with every queue empty before the drain gives up.
 pub const STALL: Duration = Duration::from_secs(120);
-
-/// The delay queues' suffixes (DESIGN.md "Broker": 1 s, 5 s, 30 s, 2 min, 10 min, 1 h).
-const RETRY_QUEUES: [&str; 6] = ["1s", "5s", "30s", "2m", "10m", "1h"];
-
-/// What was still in flight at one instant.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Backlog {
-    /// Events `received`, `published` or `retrying`.
-    pub events_unfinished: i64,
-    /// Messages ready in `<prefix>.events`.
-    pub events_queue: u64,
-    /// Messages waiting in the delay queues.
-    pub retry_queues: u64,
-    /// Messages in `<prefix>.dead`.
-    pub dead_queue: u64,
-    /// `domain_outbox` rows not yet published.
-    pub outbox_unpublished: i64,
-    /// False when RabbitMQ could not be asked (counts as not drained).
-    pub queues_read: bool,
-}
-
-impl Backlog {
-    pub fn drained(&self) -> bool {
-        self.queues_read
-            && self.events_unfinished == 0
-            && self.events_queue == 0
-            && self.retry_queues == 0
-            && self.outbox_unpublished == 0
-    }
-}
 
 /// How the drain went.
 #[derive(Debug, Clone, Serialize)]
@@ -123,62 +91,4 @@ pub async fn wait(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// What is in flight now (a database error reads as "everything unfinished": try again).
-pub async fn backlog(pool: &PgPool, amqp_url: &str, prefix: &str) -> Backlog {
-    let mut b = Backlog {
-        events_unfinished: i64::MAX,
-        outbox_unpublished: i64::MAX,
-        ..Backlog::default()
-    };
-    if let Ok((events, outbox)) = sqlx::query_as::<_, (i64, i64)>(
-        "SELECT (SELECT count(*) FROM webhook_events
-                  WHERE status IN ('received', 'published', 'retrying')),
-                (SELECT count(*) FROM domain_outbox WHERE published_at IS NULL)",
-    )
-    .fetch_one(pool)
-    .await
-    {
-        b.events_unfinished = events;
-        b.outbox_unpublished = outbox;
-    }
-    if let Ok((events, retry, dead)) = queue_depths(amqp_url, prefix).await {
-        b.events_queue = events;
-        b.retry_queues = retry;
-        b.dead_queue = dead;
-        b.queues_read = true;
-    }
-    b
-}
-
-/// (events queue, all retry queues, dead queue): messages ready in each.
-async fn queue_depths(amqp_url: &str, prefix: &str) -> anyhow::Result<(u64, u64, u64)> {
-    let conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        Connection::connect(amqp_url, ConnectionProperties::default()),
-    )
-    .await??;
-    let ch = conn.create_channel().await?;
-    let depth = async |queue: String| -> anyhow::Result<u64> {
-        let q = ch
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(u64::from(q.message_count()))
-    };
-    let events = depth(format!("{prefix}.events")).await?;
-    let mut retry = 0;
-    for label in RETRY_QUEUES {
-        retry += depth(format!("{prefix}.retry.{label}")).await?;
-    }
-    let dead = depth(format!("{prefix}.dead")).await?;
-    let _ = conn.close(200, "done".into()).await;
-    Ok((events, retry, dead))
 }

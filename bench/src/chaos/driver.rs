@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::StatusCode;
 
-use super::rng::Rng;
-use super::workload::Workload;
 use crate::load::{self, Gateway, Sender};
+use crate::rng::Rng;
+use crate::workload::Workload;
 
 /// Longest wait for one answer; ingest answers 503 after `INGEST_TIMEOUT` (10 s) anyway.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::driver::Progress;
-use super::rng::Rng;
 use super::say;
 use super::stack::Stack;
+use crate::rng::Rng;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]

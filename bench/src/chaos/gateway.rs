@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::workload::Mandate;
+use crate::workload::Mandate;
 
 /// Calls the fake API answered, by kind.
 #[derive(Debug, Default)]

@@ -6,25 +6,22 @@
 //!
 //! | module | what it is for |
 //! | --- | --- |
-//! | [`rng`] | the seeded generator every random choice comes from |
-//! | [`workload`] | the payments, their events and bodies, their order; the model the checks use |
 //! | [`gateway`] | a fake GoCardless API for the member lookups the worker cannot avoid |
 //! | [`stack`] | ingest and the workers as child processes; `scripts/services.sh` restarts |
 //! | [`driver`] | the load: closed loop, retries like a gateway, records every 2xx |
 //! | [`faults`] | the fault plan and its injection while the load runs |
 //! | [`drain`] | waiting until nothing is left in flight |
-//! | [`checks`] | the verdict, from the model and the database |
 //! | [`report`] | the summary on stdout and as JSON |
+//!
+//! The workload ([`crate::workload`], seeded by [`crate::rng`]) and the verdict
+//! ([`crate::verdict`]) are the crate's, shared with the benchmark.
 
-pub mod checks;
 pub mod drain;
 pub mod driver;
 pub mod faults;
 pub mod gateway;
 pub mod report;
-pub mod rng;
 pub mod stack;
-pub mod workload;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -41,13 +38,13 @@ use sqlx::{Connection, PgConnection};
 
 use crate::human;
 use crate::load::Gateway;
-use checks::Check;
+use crate::rng::Rng;
+use crate::verdict::{self, Check};
+use crate::workload::{Mix, Spec, Workload};
 use driver::{Driver, Progress};
 use faults::Fault;
 use report::{GatewayCalls, LoadFigures, Report, Shutdown, WorkloadFigures};
-use rng::Rng;
 use stack::{Stack, StackConfig};
-use workload::{Spec, Workload};
 
 /// payhook's chaos run (issue 8): signed webhooks from all four gateways while workers and
 /// ingest are killed and RabbitMQ and PostgreSQL restart; then checks that nothing was lost
@@ -216,6 +213,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             events: args.events,
             duplicates: args.duplicates,
             poison: args.poison,
+            id_base: 0,
+            mix: Mix::Chaos,
         },
         &mut root.fork(1),
     ));
@@ -369,7 +368,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .unwrap_or_default()
     ));
 
-    let (mut checks, stored) = checks::run(&pool, &workload, &load).await?;
+    let acked: Vec<bool> = load
+        .slots
+        .iter()
+        .map(|s| s.acked.load(Ordering::Acquire))
+        .collect();
+    let (mut checks, stored) = verdict::run(&pool, &workload, &acked).await?;
     checks.push(Check::new(
         "faults injected and recovered",
         fault_records.len() as u64,

@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::checks::{Check, Stored};
 use super::drain::Drain;
 use super::faults::FaultRecord;
 use crate::human;
+use crate::verdict::{Check, Stored};
 
 #[derive(Debug, Serialize)]
 pub struct Report {

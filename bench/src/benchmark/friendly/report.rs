@@ -1,9 +1,11 @@
-//! The results: one markdown table on stdout, the same as JSON with `--json`.
+//! Issue 7's results (`--workload friendly`): one markdown table on stdout, the same as JSON
+//! with `--json`.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::super::common::{Machine, Target};
 use crate::human;
 use crate::procs::CpuUse;
 
@@ -25,55 +27,6 @@ pub struct Report {
     pub correctness: Correctness,
     pub targets: Vec<Target>,
     pub elapsed_s: f64,
-}
-
-#[derive(Serialize)]
-pub struct Machine {
-    pub nproc: usize,
-    pub cpu_model: String,
-    pub memory_mib: u64,
-    pub kernel: String,
-    pub postgresql: String,
-    pub rabbitmq: Option<String>,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
-    /// Settings the payhook processes got from the environment; empty: their defaults.
-    pub settings: Vec<String>,
-}
-
-impl Machine {
-    pub fn read(
-        postgresql: String,
-        rabbitmq: Option<String>,
-        loadavg_start: String,
-        loadavg_end: String,
-        settings: Vec<String>,
-    ) -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        Self {
-            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-                .unwrap_or_default(),
-            memory_mib: meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .map_or(0, |kb| kb / 1024),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
-            postgresql,
-            rabbitmq,
-            loadavg_start,
-            loadavg_end,
-            settings,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -160,42 +113,6 @@ pub struct Correctness {
     pub first_error: Option<String>,
     pub ingest_alive: bool,
     pub ok: bool,
-}
-
-#[derive(Serialize)]
-pub struct Target {
-    pub target: String,
-    /// The measured value the target is about (a ratio, ms, events/s or MiB).
-    pub value: f64,
-    pub limit: f64,
-    /// value / limit for "at least" targets, limit / value for "at most" ones: ≥ 1 is met.
-    pub margin: f64,
-    pub detail: String,
-    pub met: bool,
-}
-
-impl Target {
-    pub fn at_least(target: &str, value: f64, limit: f64, detail: String) -> Self {
-        Self {
-            target: target.into(),
-            value,
-            limit,
-            margin: value / limit,
-            detail,
-            met: value >= limit,
-        }
-    }
-
-    pub fn at_most(target: &str, value: f64, limit: f64, detail: String) -> Self {
-        Self {
-            target: target.into(),
-            value,
-            limit,
-            margin: limit / value,
-            detail,
-            met: value <= limit,
-        }
-    }
 }
 
 fn pct(v: f64) -> String {

@@ -1,5 +1,6 @@
-//! The verdict: what the database holds after the drain, against what the workload's model
-//! says it must hold given the events that were stored. The expected state is computed here,
+//! The verdict shared by the chaos run and the benchmark: what the database holds after the
+//! drain, against what the workload's model says it must hold given the events that were
+//! stored. The expected state is computed here,
 //! from DESIGN.md's rules (forward-only statuses, one `payment` ledger row per completed
 //! payment, negative rows for refunds and chargebacks, the latest mandate event decides a
 //! member's status), never by asking payhook's code.
@@ -9,8 +10,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::driver::LoadOutcome;
-use super::workload::{Effect, Status, Target, Workload};
+use crate::workload::{Effect, Status, Target, Workload};
 
 /// One line of the verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -78,10 +78,12 @@ struct Implied {
     refunds: Vec<i64>,
 }
 
+/// The checks, given which of `w.deliveries` were acknowledged (`acked[i]`: delivery `i`
+/// got a 2xx).
 pub async fn run(
     pool: &PgPool,
     w: &Workload,
-    load: &LoadOutcome,
+    acked: &[bool],
 ) -> anyhow::Result<(Vec<Check>, Stored)> {
     let rows: Vec<(String, String, String, String, i32)> = sqlx::query_as(
         "SELECT provider, external_id, event_type, status, attempts FROM webhook_events",
@@ -109,18 +111,18 @@ pub async fn run(
 
     // Deliveries: every one acknowledged in the end.
     let mut unacked = Tally::default();
-    for (i, slot) in load.slots.iter().enumerate() {
-        if !slot.acked.load(std::sync::atomic::Ordering::Acquire) {
+    for (i, &ok) in acked.iter().enumerate() {
+        if !ok {
             unacked.add(|| format!("delivery #{i} ({})", w.deliveries[i].gateway.name()));
         }
     }
 
     // 1. Every acknowledged event has a processed row (poison: a dead one).
-    let mut acked = vec![false; w.events.len()];
-    for (i, slot) in load.slots.iter().enumerate() {
-        if slot.acked.load(std::sync::atomic::Ordering::Acquire) {
+    let mut event_acked = vec![false; w.events.len()];
+    for (i, &ok) in acked.iter().enumerate() {
+        if ok {
             for &e in &w.deliveries[i].events {
-                acked[e] = true;
+                event_acked[e] = true;
             }
         }
     }
@@ -136,7 +138,7 @@ pub async fn run(
         if e.effect == Effect::Poison && got == Some("dead") {
             dead_poison += 1;
         }
-        if acked[i] && got != Some(want) {
+        if event_acked[i] && got != Some(want) {
             lost.add(|| {
                 format!(
                     "{} {} is {}",

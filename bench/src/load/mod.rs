@@ -4,19 +4,18 @@
 //! headers that authenticate a body, signed exactly as each gateway signs it), [`connect`] and
 //! [`post`] (one keep-alive HTTP/1.1 connection to ingest, one request on it).
 //!
-//! The benchmark's generator ([`run`]): N keep-alive HTTP/1.1 connections, each sending its
-//! next request as soon as the previous answer arrived. Every request is a fresh GoCardless
-//! delivery (event ids never seen before) signed as GoCardless signs it: hex HMAC-SHA256 of
-//! the raw body in `Webhook-Signature`. Latency (request written → answer read) goes into an
-//! HdrHistogram in microseconds; building and signing the body is outside the timed span.
+//! The benchmark's generator is [`closed`] ([`run`]): N keep-alive connections, each sending
+//! the next delivery of a [`Source`] as soon as the previous answer arrived. Sources: the
+//! realistic workload ([`crate::workload::stream`]) and issue 7's friendly one ([`Fresh`]:
+//! every request a fresh GoCardless delivery of `payments.created` events).
+
+mod closed;
+
+pub use closed::{run, Fresh, Load, LoadResult, Outgoing, Secrets, Source, Stop, Window};
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
@@ -99,188 +98,6 @@ impl Gateway {
 
 /// One keep-alive connection to ingest, as hyper's sending half.
 pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-/// When a load run ends.
-#[derive(Clone)]
-pub enum Stop {
-    /// Send until this instant (the requests in flight then still complete and count).
-    At(Instant),
-    /// Send exactly this many requests in all, across the connections.
-    Requests(Arc<AtomicU64>, u64),
-}
-
-impl Stop {
-    pub fn requests(n: u64) -> Self {
-        Stop::Requests(Arc::new(AtomicU64::new(0)), n)
-    }
-
-    /// Whether the caller may send one more request.
-    fn claim(&self) -> bool {
-        match self {
-            Stop::At(deadline) => Instant::now() < *deadline,
-            Stop::Requests(sent, max) => sent.fetch_add(1, Ordering::Relaxed) < *max,
-        }
-    }
-}
-
-/// What one load run measured.
-pub struct LoadResult {
-    /// Latency of the accepted (204) answers, µs.
-    pub hist: Histogram<u64>,
-    /// 204 answers.
-    pub ok: u64,
-    /// Anything else: another status, a broken connection.
-    pub errors: u64,
-    pub first_error: Option<String>,
-    /// From the first request to the last answer.
-    pub elapsed: Duration,
-    pub events_per_body: usize,
-}
-
-impl LoadResult {
-    pub fn rps(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-
-    pub fn events_per_s(&self) -> f64 {
-        self.rps() * self.events_per_body as f64
-    }
-
-    /// A latency quantile in milliseconds.
-    pub fn ms(&self, q: f64) -> f64 {
-        self.hist.value_at_quantile(q) as f64 / 1000.0
-    }
-}
-
-/// Runs `connections` closed loops against `addr` until `stop`. `tag` makes this run's event
-/// ids unique (ids are `<tag>-<connection>-<sequence>-<index>`).
-pub async fn run(
-    addr: SocketAddr,
-    secret: &str,
-    tag: &str,
-    connections: usize,
-    events_per_body: usize,
-    stop: Stop,
-) -> LoadResult {
-    let secret: Arc<[u8]> = Arc::from(secret.as_bytes());
-    let tag: Arc<str> = Arc::from(tag);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            tokio::spawn(connection(
-                addr,
-                secret.clone(),
-                tag.clone(),
-                c,
-                events_per_body,
-                stop.clone(),
-            ))
-        })
-        .collect();
-    let mut result = LoadResult {
-        hist: new_histogram(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        events_per_body,
-    };
-    for t in tasks {
-        let r = match t.await {
-            Ok(r) => r,
-            Err(e) => ConnResult {
-                hist: new_histogram(),
-                ok: 0,
-                errors: 1,
-                first_error: Some(format!("load task panicked: {e}")),
-            },
-        };
-        result.hist.add(&r.hist).expect("same histogram bounds");
-        result.ok += r.ok;
-        result.errors += r.errors;
-        if result.first_error.is_none() {
-            result.first_error = r.first_error;
-        }
-    }
-    result.elapsed = started.elapsed();
-    result
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 120 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
-}
-
-struct ConnResult {
-    hist: Histogram<u64>,
-    ok: u64,
-    errors: u64,
-    first_error: Option<String>,
-}
-
-async fn connection(
-    addr: SocketAddr,
-    secret: Arc<[u8]>,
-    tag: Arc<str>,
-    conn: usize,
-    events_per_body: usize,
-    stop: Stop,
-) -> ConnResult {
-    let mut r = ConnResult {
-        hist: new_histogram(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-    };
-    let mut sender = match connect(addr).await {
-        Ok(s) => s,
-        Err(e) => {
-            r.errors += 1;
-            r.first_error = Some(format!("connecting to ingest: {e}"));
-            return r;
-        }
-    };
-    let mut seq = 0u64;
-    while stop.claim() {
-        let body = gocardless_body(&tag, conn, seq, events_per_body);
-        seq += 1;
-        let headers = Gateway::GoCardless.auth_headers(&secret, body.as_bytes(), 0);
-        let started = Instant::now();
-        let answer = post(
-            &mut sender,
-            addr,
-            Gateway::GoCardless.path(),
-            &headers,
-            Bytes::from(body),
-        )
-        .await;
-        let micros = started.elapsed().as_micros() as u64;
-        match answer {
-            Ok((StatusCode::NO_CONTENT, _)) => {
-                r.hist.saturating_record(micros.max(1));
-                r.ok += 1;
-            }
-            Ok((status, body)) => {
-                r.errors += 1;
-                if r.first_error.is_none() {
-                    r.first_error = Some(format!(
-                        "ingest answered {status}: {}",
-                        String::from_utf8_lossy(&body[..body.len().min(200)])
-                    ));
-                }
-            }
-            Err(e) => {
-                // The connection is gone; this run has failed, stop using it.
-                r.errors += 1;
-                if r.first_error.is_none() {
-                    r.first_error = Some(format!("connection to ingest broke: {e}"));
-                }
-                break;
-            }
-        }
-    }
-    r
-}
 
 /// Opens a keep-alive HTTP/1.1 connection to `addr` (Nagle off: requests are small).
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {

@@ -1,19 +1,28 @@
-//! The chaos run's workload, generated up front from the seed: payments of all four gateways
-//! with realistic lifecycles (GoCardless mandates and payments that fail, are retried, charged
-//! back; Paystack charges and partial refunds; Flutterwave failed-then-successful charges;
-//! PayQI payments that complete, fail or expire), the exact bodies each gateway would send,
-//! in an order where one payment's events often arrive out of order, plus verbatim duplicate
-//! deliveries and, on request, poison events meant to go dead.
+//! The workload the chaos run and the benchmark send, generated up front from a seed: payments
+//! of all four gateways with realistic lifecycles, the exact bodies each gateway would send, in
+//! an order where one payment's events often arrive out of order (and a payment before its
+//! mandate), plus verbatim duplicate deliveries and, on request, poison events meant to go
+//! dead. [`Mix`] says which gateways and which GoCardless shape; [`stream`] cuts an endless
+//! load for time-limited steps into generated chunks.
 //!
-//! Every event also carries what it means ([`Effect`]), so the checks can say what state the
-//! database must end in without asking payhook's own code: DESIGN.md's "Domain rules" and its
-//! forward-only status order, read independently.
+//! Every event also carries what it means ([`Effect`]), so the checks ([`crate::verdict`])
+//! can say what state the database must end in without asking payhook's own code:
+//! DESIGN.md's "Domain rules" and its forward-only status order, read independently.
+//!
+//! | module | what it is for |
+//! | --- | --- |
+//! | [`lifecycles`] | each gateway's payment lifecycles (and GoCardless mandates, poison) |
+//! | [`account`] | GoCardless as a real account: a mandate, then four confirmed payments |
+//! | [`stream`] | chunk after chunk of a workload for a load that runs for a time, and its model |
+
+mod account;
+mod lifecycles;
+pub mod stream;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
-use super::rng::Rng;
 use crate::load::Gateway;
+use crate::rng::Rng;
 
 /// A payment status. Declaration order is the forward-only rank of DESIGN.md ("A payment's
 /// status only moves forward"; the order itself is documented in shared/src/domain/status.rs).
@@ -125,6 +134,9 @@ pub struct Workload {
     pub payments: Vec<Payment>,
     pub mandates: Vec<Mandate>,
     pub deliveries: Vec<Delivery>,
+    /// The last of the numeric ids it used (Paystack and Flutterwave ids are numbers): the
+    /// next workload sent to the same database starts above it.
+    pub last_id: u64,
 }
 
 /// How to generate a workload.
@@ -138,85 +150,42 @@ pub struct Spec {
     pub duplicates: f64,
     /// Poison events to inject.
     pub poison: usize,
+    /// Numeric ids start above this: workloads sent to one database need disjoint ranges
+    /// (the other ids carry the tag).
+    pub id_base: u64,
+    /// Which gateways, and how GoCardless traffic is shaped.
+    pub mix: Mix,
 }
 
-/// Membership types of new mandates, with weights.
-const MANDATE_TYPES: &[(u32, &str)] = &[
-    (70, "individual"),
-    (20, "household"),
-    (7, "corporate"),
-    (3, "lifetime"),
-];
+/// Which traffic a workload holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    /// The chaos run's: all four gateways; GoCardless as payment lifecycles (created,
+    /// submitted, confirmed, failed and retried, charged back), 30 % of them on a new mandate.
+    Chaos,
+    /// Issue 11's realistic mix: all four gateways; GoCardless as accounts (each mandate's
+    /// `mandates.created`, then four `payments.confirmed`); the others as in [`Mix::Chaos`].
+    Realistic,
+    /// Issue 11's GoCardless accounts alone: what the Flask + Celery peer can take.
+    GoCardless,
+}
 
-/// GoCardless payment lifecycles (action, status it reports), with weights.
-const GOCARDLESS_LIFECYCLES: &[(u32, &[(&str, Status)])] = {
-    use Status::*;
-    &[
-        (
-            50,
-            &[
-                ("created", Pending),
-                ("submitted", Submitted),
-                ("confirmed", Completed),
-                ("paid_out", PaidOut),
+impl Mix {
+    /// Draw weights of the gateways: one draw is one payment lifecycle (or, for GoCardless
+    /// accounts, one mandate and its payments).
+    fn weights(self) -> &'static [(u32, Gateway)] {
+        match self {
+            Self::Chaos | Self::Realistic => &[
+                (40, Gateway::GoCardless),
+                (20, Gateway::Paystack),
+                (20, Gateway::Flutterwave),
+                (20, Gateway::PayQi),
             ],
-        ),
-        (
-            10,
-            &[
-                ("created", Pending),
-                ("submitted", Submitted),
-                ("confirmed", Completed),
-                ("paid_out", PaidOut),
-                ("charged_back", ChargedBack),
-            ],
-        ),
-        (
-            12,
-            &[
-                ("created", Pending),
-                ("submitted", Submitted),
-                ("failed", Failed),
-            ],
-        ),
-        // A failed collection retried by GoCardless, which then goes through.
-        (
-            10,
-            &[
-                ("created", Pending),
-                ("submitted", Submitted),
-                ("failed", Failed),
-                ("submitted", Submitted),
-                ("confirmed", Completed),
-                ("paid_out", PaidOut),
-            ],
-        ),
-        (5, &[("created", Pending), ("cancelled", Cancelled)]),
-        (
-            13,
-            &[
-                ("created", Pending),
-                ("submitted", Submitted),
-                ("confirmed", Completed),
-            ],
-        ),
-    ]
-};
-
-/// Flutterwave charges of one `tx_ref`, with weights: mostly one successful charge; a
-/// declined card; a declined card then a second attempt that goes through.
-const FLUTTERWAVE_OUTCOMES: &[(u32, &[&str])] = &[
-    (78, &["successful"]),
-    (10, &["failed"]),
-    (12, &["failed", "successful"]),
-];
-
-/// How a PayQI payment ends (after `created` and `pending`), with weights.
-const PAYQI_ENDS: &[(u32, &[(&str, Status)])] = &[
-    (70, &[("completed", Status::Completed)]),
-    (15, &[("failed", Status::Failed)]),
-    (15, &[("expired", Status::Expired)]),
-];
+            Self::GoCardless => &[(1, Gateway::GoCardless)],
+        }
+    }
+}
 
 /// Event timestamps are spread from here (2026-11-01T00:00:00Z), one minute per payment.
 const BASE_UNIX: i64 = 1_793_491_200;
@@ -228,16 +197,12 @@ impl Workload {
             tag: spec.tag.clone(),
             units: Vec::new(),
             mandate_units: Vec::new(),
-            next_id: 0,
+            next_id: spec.id_base,
         };
         while g.w.events.len() < spec.events {
-            match rng.weighted(&[
-                (40, Gateway::GoCardless),
-                (20, Gateway::Paystack),
-                (20, Gateway::Flutterwave),
-                (20, Gateway::PayQi),
-            ]) {
-                Gateway::GoCardless => g.gocardless(rng),
+            match rng.weighted(spec.mix.weights()) {
+                Gateway::GoCardless if spec.mix == Mix::Chaos => g.gocardless(rng),
+                Gateway::GoCardless => g.gocardless_account(rng),
                 Gateway::Paystack => g.paystack(rng),
                 Gateway::Flutterwave => g.flutterwave(rng),
                 Gateway::PayQi => g.payqi(rng),
@@ -247,6 +212,7 @@ impl Workload {
             g.poison();
         }
         g.schedule(spec, rng);
+        g.w.last_id = g.next_id;
         g.w
     }
 
@@ -335,272 +301,6 @@ impl Generator {
             currency,
         });
         self.w.payments.len() - 1
-    }
-
-    /// A GoCardless mandate: created; sometimes cancelled later, and some of those reinstated.
-    fn mandate(&mut self, rng: &mut Rng) -> usize {
-        let m = self.w.mandates.len();
-        let tag = self.tag.clone();
-        let created = BASE_UNIX + self.units.len() as i64 * 60;
-        let mandate = Mandate {
-            id: format!("MD{tag}X{m}"),
-            customer_id: format!("CU{tag}X{m}"),
-            given_name: format!("Given{m}"),
-            family_name: format!("Family{m}"),
-            email: format!("member{m}.{tag}@example.org"),
-            mandate_type: rng.weighted(MANDATE_TYPES),
-            created_at: rfc3339(created),
-        };
-        let mut steps = vec![("created", true, created)];
-        if rng.chance(0.1) {
-            steps.push(("cancelled", false, created + 10 * 86_400));
-            if rng.chance(0.4) {
-                steps.push(("reinstated", true, created + 20 * 86_400));
-            }
-        }
-        let mut events = Vec::new();
-        for (action, active, at) in steps {
-            let key = format!("EV{tag}M{}", self.id());
-            let metadata = if action == "created" {
-                format!(
-                    r#"{{"name":"{} {}","email":"{}","mandate_type":"{}","address_line1":"{m} High Street","city":"Leeds","county":"West Yorkshire","postcode":"LS1 4AP"}}"#,
-                    mandate.given_name, mandate.family_name, mandate.email, mandate.mandate_type
-                )
-            } else {
-                "{}".to_owned()
-            };
-            let cause = match action {
-                "created" => "mandate_created",
-                "cancelled" => "bank_account_closed",
-                _ => "mandate_reinstated",
-            };
-            let json = format!(
-                r#"{{"id":"{key}","created_at":"{}","resource_type":"mandates","action":"{action}","links":{{"mandate":"{}"}},"details":{{"origin":"bank","cause":"{cause}","description":"Mandate {action}."}},"metadata":{metadata}}}"#,
-                rfc3339(at),
-                mandate.id
-            );
-            let i = self.event(
-                Gateway::GoCardless,
-                key,
-                &format!("mandates.{action}"),
-                Target::Mandate(m),
-                Effect::Member { active, at },
-            );
-            events.push((i, json));
-        }
-        self.w.mandates.push(mandate);
-        self.units.push(Unit {
-            events,
-            mandate: None,
-        });
-        self.mandate_units.push(self.units.len() - 1);
-        m
-    }
-
-    fn gocardless(&mut self, rng: &mut Rng) {
-        let mandate = if self.w.mandates.is_empty() || rng.chance(0.3) {
-            self.mandate(rng)
-        } else {
-            rng.range(0, self.w.mandates.len() as u64) as usize
-        };
-        let tag = self.tag.clone();
-        let n = self.id();
-        let pm = format!("PM{tag}X{n}");
-        let amount = rng.range(500, 20_000) as i64;
-        let p = self.payment(Gateway::GoCardless, pm.clone(), amount, "GBP");
-        let lifecycle = rng.weighted(GOCARDLESS_LIFECYCLES);
-        let start = BASE_UNIX + self.units.len() as i64 * 60;
-        let mandate_id = self.w.mandates[mandate].id.clone();
-        let mut events = Vec::new();
-        for (step, (action, status)) in lifecycle.iter().enumerate() {
-            let key = format!("EV{tag}P{}", self.id());
-            let cause = match *action {
-                "failed" => "insufficient_funds",
-                "cancelled" => "mandate_cancelled",
-                "charged_back" => "payment_charged_back",
-                other => other,
-            };
-            // Amount and currency in the metadata (strings, as GoCardless metadata is) and the
-            // mandate link: the worker never needs the API for the payment itself.
-            let json = format!(
-                r#"{{"id":"{key}","created_at":"{}","resource_type":"payments","action":"{action}","links":{{"payment":"{pm}","mandate":"{mandate_id}"}},"details":{{"origin":"gocardless","cause":"{cause}","description":"Payment {action}."}},"metadata":{{"amount":"{amount}","currency":"GBP","reference":"CHAOS-{tag}-{n}"}}}}"#,
-                rfc3339(start + step as i64 * 3600)
-            );
-            let i = self.event(
-                Gateway::GoCardless,
-                key,
-                &format!("payments.{action}"),
-                Target::Payment(p),
-                Effect::Payment(*status),
-            );
-            events.push((i, json));
-        }
-        self.units.push(Unit {
-            events,
-            mandate: Some(mandate),
-        });
-    }
-
-    fn paystack(&mut self, rng: &mut Rng) {
-        let tag = self.tag.clone();
-        let n = self.id();
-        let reference = format!("ps-{tag}-{n}");
-        let amount = rng.range(10_000, 5_000_000) as i64;
-        let p = self.payment(Gateway::Paystack, reference.clone(), amount, "NGN");
-        let t = BASE_UNIX + self.units.len() as i64 * 60;
-        let charge_id = 100_000_000 + self.id();
-        let charge = format!(
-            r#"{{"event":"charge.success","data":{{"id":{charge_id},"domain":"live","status":"success","reference":"{reference}","amount":{amount},"currency":"NGN","channel":"card","paid_at":"{}","created_at":"{}","customer":{{"email":"payer{n}.{tag}@example.org"}}}}}}"#,
-            rfc3339(t),
-            rfc3339(t - 30)
-        );
-        let i = self.event(
-            Gateway::Paystack,
-            format!("charge.success:{charge_id}"),
-            "charge.success",
-            Target::Payment(p),
-            Effect::Payment(Status::Completed),
-        );
-        let mut events = vec![(i, charge)];
-        // Refunds: none, one (full or partial), or two partial ones.
-        let refunds: Vec<i64> = match rng.range(0, 100) {
-            0..=74 => vec![],
-            75..=86 => vec![amount],
-            87..=94 => vec![amount / 3],
-            _ => vec![amount / 4, amount / 2],
-        };
-        for (k, refund) in refunds.into_iter().enumerate() {
-            // Refund events carry no id: ingest keys them on the body's SHA-256. Half name
-            // the refund (its ledger row is keyed on that), half don't (keyed on the event).
-            let named = if rng.chance(0.5) {
-                format!(r#""refund_reference":"rf-{tag}-{n}-{k}","#)
-            } else {
-                String::new()
-            };
-            let body = format!(
-                r#"{{"event":"refund.processed","data":{{"status":"processed",{named}"transaction_reference":"{reference}","amount":{refund},"currency":"NGN","processor":"card","createdAt":"{}","customer":{{"email":"payer{n}.{tag}@example.org"}}}}}}"#,
-                rfc3339(t + 86_400 * (k as i64 + 1))
-            );
-            let key = format!(
-                "refund.processed:{}",
-                hex::encode(Sha256::digest(body.as_bytes()))
-            );
-            let i = self.event(
-                Gateway::Paystack,
-                key,
-                "refund.processed",
-                Target::Payment(p),
-                Effect::Refund(refund),
-            );
-            events.push((i, body));
-        }
-        self.units.push(Unit {
-            events,
-            mandate: None,
-        });
-    }
-
-    fn flutterwave(&mut self, rng: &mut Rng) {
-        let tag = self.tag.clone();
-        let n = self.id();
-        let tx_ref = format!("fw-{tag}-{n}");
-        let amount = rng.range(1_000, 2_000_000) as i64;
-        let currency = rng.weighted(&[(60, "NGN"), (25, "KES"), (15, "USD")]);
-        let p = self.payment(Gateway::Flutterwave, tx_ref.clone(), amount, currency);
-        let outcomes = rng.weighted(FLUTTERWAVE_OUTCOMES);
-        let t = BASE_UNIX + self.units.len() as i64 * 60;
-        let mut events = Vec::new();
-        for (k, outcome) in outcomes.iter().enumerate() {
-            let id = 500_000_000 + self.id();
-            let (status, response) = if *outcome == "successful" {
-                (Status::Completed, "Approved")
-            } else {
-                (Status::Failed, "Insufficient funds")
-            };
-            let body = format!(
-                r#"{{"event":"charge.completed","data":{{"id":{id},"tx_ref":"{tx_ref}","flw_ref":"FLW-MOCK-{id}","amount":{},"currency":"{currency}","charged_amount":{},"status":"{outcome}","processor_response":"{response}","payment_type":"card","created_at":"{}","customer":{{"email":"payer{n}.{tag}@example.org"}}}},"event.type":"CARD_TRANSACTION"}}"#,
-                decimal(amount, 2),
-                decimal(amount, 2),
-                rfc3339(t + k as i64 * 600)
-            );
-            let i = self.event(
-                Gateway::Flutterwave,
-                format!("charge.completed:{id}"),
-                "charge.completed",
-                Target::Payment(p),
-                Effect::Payment(status),
-            );
-            events.push((i, body));
-        }
-        self.units.push(Unit {
-            events,
-            mandate: None,
-        });
-    }
-
-    fn payqi(&mut self, rng: &mut Rng) {
-        use Status::*;
-        let tag = self.tag.clone();
-        let n = self.id();
-        let id = format!("pq_{tag}_{n}");
-        let (currency, exponent) =
-            rng.weighted(&[(50, ("GHS", 2)), (35, ("KES", 2)), (15, ("JPY", 0))]);
-        let amount = rng.range(100, 500_000) as i64;
-        let p = self.payment(Gateway::PayQi, id.clone(), amount, currency);
-        let end = rng.weighted(PAYQI_ENDS);
-        let steps: Vec<(&str, Status)> = [("created", Pending), ("pending", Pending)]
-            .into_iter()
-            .chain(end.iter().copied())
-            .collect();
-        let t = BASE_UNIX + self.units.len() as i64 * 60;
-        let mut events = Vec::new();
-        for (k, (what, status)) in steps.into_iter().enumerate() {
-            let key = format!("evt_{tag}_{}", self.id());
-            let failure = if what == "failed" {
-                r#","failure_reason":"card_declined""#
-            } else {
-                ""
-            };
-            let body = format!(
-                r#"{{"id":"{key}","type":"payment.{what}","created":{},"data":{{"id":"{id}","amount":"{}","currency":"{currency}","status":"{what}"{failure},"metadata":{{"order_id":"ORD-{tag}-{n}"}}}}}}"#,
-                t + k as i64 * 300,
-                decimal(amount, exponent)
-            );
-            let i = self.event(
-                Gateway::PayQi,
-                key,
-                &format!("payment.{what}"),
-                Target::Payment(p),
-                Effect::Payment(status),
-            );
-            events.push((i, body));
-        }
-        self.units.push(Unit {
-            events,
-            mandate: None,
-        });
-    }
-
-    /// A Flutterwave charge of 10.005 NGN: kobo can't hold it, so the worker must send it to
-    /// dead letters at once (a permanent error) without touching any payment.
-    fn poison(&mut self) {
-        let tag = self.tag.clone();
-        let id = 900_000_000 + self.id();
-        let body = format!(
-            r#"{{"event":"charge.completed","data":{{"id":{id},"tx_ref":"poison-{tag}-{id}","amount":10.005,"currency":"NGN","status":"successful","created_at":"{}"}}}}"#,
-            rfc3339(BASE_UNIX)
-        );
-        let i = self.event(
-            Gateway::Flutterwave,
-            format!("charge.completed:{id}"),
-            "charge.completed",
-            Target::None,
-            Effect::Poison,
-        );
-        self.units.push(Unit {
-            events: vec![(i, body)],
-            mandate: None,
-        });
     }
 
     /// Orders every event and cuts the deliveries. Each unit starts at a random point of the
@@ -736,6 +436,8 @@ mod tests {
             events,
             duplicates,
             poison,
+            id_base: 0,
+            mix: Mix::Chaos,
         };
         Workload::generate(&spec, &mut Rng::new(1))
     }
