@@ -105,12 +105,39 @@ pub struct EventMessage {
     pub event_type: String,
 }
 
+/// The most bytes AMQP carries in a routing key or a `message_id` (a short string). lapin
+/// panics on a longer one, and a panic in ingest's publisher task would stop every delivery,
+/// so the two are bounded here whatever a gateway's ids (and `PAYHOOK_MAX_ID_BYTES`) allow.
+pub const SHORT_STRING_MAX: usize = 255;
+
 impl EventMessage {
+    /// `<provider>.<event_type>`, cut to [`SHORT_STRING_MAX`] bytes (topic bindings see a
+    /// prefix of an over-long type; payhook's own queue binds `#`).
     pub fn routing_key(&self) -> String {
-        format!("{}.{}", self.provider, self.event_type)
+        let mut key = format!("{}.{}", self.provider, self.event_type);
+        if key.len() > SHORT_STRING_MAX {
+            let mut cut = SHORT_STRING_MAX;
+            while !key.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            key.truncate(cut);
+        }
+        key
     }
+
+    /// `<provider>:<external_id>`; where that is longer than [`SHORT_STRING_MAX`] bytes,
+    /// `<provider>:sha256:<hex of the external id>`, still one id per event.
     pub fn message_id(&self) -> String {
-        format!("{}:{}", self.provider, self.external_id)
+        let id = format!("{}:{}", self.provider, self.external_id);
+        if id.len() <= SHORT_STRING_MAX {
+            return id;
+        }
+        use sha2::Digest;
+        format!(
+            "{}:sha256:{}",
+            self.provider,
+            hex::encode(sha2::Sha256::digest(self.external_id.as_bytes()))
+        )
     }
 }
 
@@ -500,4 +527,42 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), lapin::
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod short_string_tests {
+    use super::*;
+
+    fn msg(external_id: &str, event_type: &str) -> EventMessage {
+        EventMessage {
+            id: 1,
+            provider: "paystack".into(),
+            external_id: external_id.into(),
+            event_type: event_type.into(),
+        }
+    }
+
+    #[test]
+    fn ids_and_types_that_fit_are_sent_as_they_are() {
+        let m = msg("charge.success:42", "charge.success");
+        assert_eq!(m.message_id(), "paystack:charge.success:42");
+        assert_eq!(m.routing_key(), "paystack.charge.success");
+    }
+
+    #[test]
+    fn over_long_ids_and_types_stay_within_what_amqp_carries_and_stay_distinct() {
+        let (a, b) = (
+            msg(&"é".repeat(300), &"ü".repeat(300)),
+            msg(&"e".repeat(300), "x"),
+        );
+        for m in [&a, &b] {
+            assert!(m.message_id().len() <= SHORT_STRING_MAX);
+            assert!(m.routing_key().len() <= SHORT_STRING_MAX);
+            // lapin's own conversion is what panicked on longer strings.
+            let _ = ShortString::from(m.message_id());
+            let _ = ShortString::from(m.routing_key());
+        }
+        assert_ne!(a.message_id(), b.message_id());
+        assert!(a.message_id().starts_with("paystack:sha256:"));
+    }
 }

@@ -297,3 +297,27 @@ async fn an_unknown_gateway_is_not_found() {
     assert_eq!(res.status(), 404);
     app.assert_nothing_persisted().await;
 }
+
+#[tokio::test]
+async fn an_event_whose_ids_are_at_the_length_limit_is_published_and_ingest_keeps_accepting() {
+    let app = spawn_app().await;
+    // Within the 255-byte limit, but `paystack:charge.success:<id>` is longer than the 255
+    // bytes AMQP carries as a message id: it must not take the publisher down.
+    let long = "9".repeat(250);
+    let res = app
+        .send(Gateway::Paystack, &Gateway::Paystack.sample(&long))
+        .await;
+    assert_eq!(res.status(), 200);
+    let published = app.published(1).await;
+    assert_eq!(published.len(), 1);
+    let message_id = published[0].message_id.clone().unwrap_or_default();
+    assert!(message_id.starts_with("paystack:sha256:"), "{message_id}");
+    assert_eq!(
+        published[0].body["external_id"],
+        format!("charge.success:{long}")
+    );
+    let next = app
+        .send(Gateway::Paystack, &Gateway::Paystack.sample("after"))
+        .await;
+    assert_eq!(next.status(), 200, "ingest still publishes");
+}
