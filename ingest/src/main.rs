@@ -2,7 +2,8 @@
 
 use payhook_ingest::{Application, IngestConfig};
 use payhook_shared::config::{
-    BrokerSettings, DatabaseSettings, IngestSettings, ProviderSecrets, SECRET_ENV_HELP,
+    BrokerSettings, DatabaseSettings, IngestSettings, ParseSettings, ProviderSecrets,
+    SECRET_ENV_HELP,
 };
 
 /// Receives payment-gateway webhooks (GoCardless, Paystack, Flutterwave, PayQI), verifies
@@ -17,6 +18,8 @@ struct Cli {
     database: DatabaseSettings,
     #[command(flatten)]
     broker: BrokerSettings,
+    #[command(flatten)]
+    parse: ParseSettings,
 }
 
 #[tokio::main]
@@ -36,6 +39,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let secrets =
         ProviderSecrets::from_env(cli.ingest.payqi_tolerance_secs).map_err(anyhow::Error::msg)?;
+    cli.parse.apply();
     let shutdown = payhook_shared::shutdown::on_signal();
     let app = Application::build(IngestConfig {
         ingest: cli.ingest,

@@ -64,6 +64,11 @@ impl Application {
         let providers = providers::configured(&config.secrets);
         let names: Vec<&str> = providers.iter().map(|p| p.name()).collect();
         tracing::info!(providers = ?names, "webhook routes mounted");
+        for name in &names {
+            // From zero at start, so the alert's increase() sees the first rejection.
+            metrics::counter!("payhook_rejected_deliveries_total", "provider" => *name)
+                .increment(0);
+        }
 
         let tls = match (
             &config.ingest.ingest_tls_cert,
@@ -76,7 +81,8 @@ impl Application {
             _ => None,
         };
         let state = web::Data::new(webhook::WebhookState {
-            intake,
+            intake: intake.clone(),
+            pool: pool.clone(),
             client_ca_required: config.ingest.ingest_client_ca.is_some(),
             timeout: config.ingest.ingest_timeout,
         });
@@ -115,6 +121,8 @@ impl Application {
         let admin_state = web::Data::new(admin::AdminState {
             pool: pool.clone(),
             broker: broker.clone(),
+            intake,
+            timeout: config.ingest.ingest_timeout,
             token: config.admin_token.clone(),
         });
         if config.admin_token.is_none() {

@@ -112,6 +112,25 @@ pub fn token_from_env(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
+/// How webhook bodies are read: by ingest, and by `payhook-worker reparse` reading again what
+/// ingest refused.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ParseSettings {
+    /// Longest event id, type or reference accepted, in bytes; a body with a longer one is
+    /// refused (400) and kept in rejected_deliveries. Raise it if a gateway's ids grow, then
+    /// `payhook-worker reparse --all`.
+    #[arg(long, env = "PAYHOOK_MAX_ID_BYTES", default_value_t = crate::json::MAX_ID_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..=1_000_000))]
+    pub max_id_bytes: usize,
+}
+
+impl ParseSettings {
+    /// Puts the settings in force for this process.
+    pub fn apply(&self) {
+        crate::json::set_max_id_bytes(self.max_id_bytes);
+    }
+}
+
 /// Settings of `payhook-ingest`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct IngestSettings {

@@ -132,8 +132,23 @@ fn quoted_key(key: &str) -> String {
 // Field readers shared by the providers. `parent` is the path of the enclosing object in
 // messages ("" for the top level, "data", "events[2]"); it is only formatted on error.
 
-/// The longest id, type or reference accepted, in bytes.
+/// The longest id, type or reference accepted by default, in bytes (`PAYHOOK_MAX_ID_BYTES`).
 pub const MAX_ID_BYTES: usize = 255;
+
+/// The limit in force: one per process, set once at start from `PAYHOOK_MAX_ID_BYTES`
+/// ([`set_max_id_bytes`]). A process-wide value rather than a parameter because every
+/// provider's parser reads it and parsing has no other settings; raising it is how an
+/// installation follows a gateway whose ids grew, then reparses what was refused meanwhile.
+static MAX_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_ID_BYTES);
+
+/// Sets the longest id accepted from now on (see [`MAX_ID`]).
+pub fn set_max_id_bytes(n: usize) {
+    MAX_ID.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn max_id_bytes() -> usize {
+    MAX_ID.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A webhook body: strict JSON, an object at the top level, and storable in PostgreSQL.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, String> {
@@ -261,7 +276,8 @@ pub fn object<'a>(
     }
 }
 
-/// A required id, type or reference: a non-empty string of at most [`MAX_ID_BYTES`] bytes
+/// A required id, type or reference: a non-empty string of at most [`MAX_ID_BYTES`] bytes (or
+/// the limit set at start)
 /// without control characters (it becomes part of a key, a routing key and log fields).
 pub fn id(obj: &Map<String, Value>, parent: &str, key: &str) -> Result<String, String> {
     optional_id(obj, parent, key)?.ok_or_else(|| format!("{} is missing", join(parent, key)))
@@ -309,10 +325,11 @@ pub fn optional_id_or_integer(
 fn check_id(s: &str, parent: &str, key: &str) -> Result<(), String> {
     if s.is_empty() {
         Err(format!("{} is empty", join(parent, key)))
-    } else if s.len() > MAX_ID_BYTES {
+    } else if s.len() > max_id_bytes() {
         Err(format!(
-            "{} is longer than {MAX_ID_BYTES} bytes",
-            join(parent, key)
+            "{} is longer than {} bytes",
+            join(parent, key),
+            max_id_bytes()
         ))
     } else if s.chars().any(char::is_control) {
         Err(format!(

@@ -12,6 +12,7 @@
 //! | [`gateway`] | the gateways' APIs (enrichment, reconciliation) |
 //! | [`intake`] | group commit: persist deliveries, publish their events, then answer |
 //! | [`lookup`] | operator look-ups: search, timelines, counts by status, expected payments |
+//! | [`rejected`] | genuine deliveries payhook could not read: kept, listed, reparsed |
 //! | [`replay`] | put events back in line and publish them again (CLI and admin API) |
 //! | [`telemetry`] | logs and Prometheus metrics |
 //! | [`shutdown`] | the one signal passed down for graceful shutdown |
@@ -27,6 +28,7 @@ pub mod json;
 pub mod lookup;
 pub mod money;
 pub mod providers;
+pub mod rejected;
 pub mod replay;
 pub mod shutdown;
 pub mod telemetry;

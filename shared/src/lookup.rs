@@ -78,7 +78,7 @@ impl PageRequest {
     }
 
     /// Cuts the `limit + 1` rows fetched into a page.
-    fn page<T>(self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Page<T> {
+    pub(crate) fn page<T>(self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Page<T> {
         let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
         let next = if rows.len() > limit {
             rows.truncate(limit);

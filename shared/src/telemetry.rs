@@ -98,4 +98,8 @@ fn describe() {
         "payhook_reconciler_runs_total",
         "Reconciler runs by outcome"
     );
+    describe_counter!(
+        "payhook_rejected_deliveries_total",
+        "Genuinely signed deliveries refused for their content and kept in rejected_deliveries"
+    );
 }

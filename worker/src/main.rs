@@ -9,6 +9,7 @@ use payhook_worker::reconciler::Reconciler;
 use payhook_worker::settings::{ReconcileSettings, WORKER_SECRET_ENV_HELP};
 use payhook_worker::{replay, Worker, WorkerConfig, WorkerSettings};
 
+mod reparse;
 mod send_test;
 mod show;
 mod verify_delivery;
@@ -48,6 +49,10 @@ enum Command {
     /// position in the list, signed it. Exit 1 when none did.
     #[command(after_help = VERIFY_DELIVERY_ENV_HELP)]
     VerifyDelivery(VerifyDeliveryArgs),
+    /// Read rejected deliveries (genuine bodies refused for their content, kept in
+    /// rejected_deliveries) again with this version; those that now parse are ingested as
+    /// the gateway's delivery would be, and processed. Exit 1 when any is still refused.
+    Reparse(reparse::ReparseArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -148,6 +153,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Show(args)) => show(args).await,
         Some(Command::SendTest(args)) => send_test::send_test(&args.provider, &args.target).await,
         Some(Command::VerifyDelivery(args)) => verify(args).await,
+        Some(Command::Reparse(args)) => reparse::reparse(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ pub async fn replay_named(
     names: &[String],
     progress: bool,
 ) -> anyhow::Result<ReplayReport> {
-    let mut bar = Progress::new(progress);
+    let mut bar = Progress::new(progress, "replaying");
     let report =
         payhook_shared::replay::replay_named(pool, broker, names, &mut |d, t| bar.set(d, t)).await;
     bar.finish();
@@ -28,25 +28,30 @@ pub async fn replay_dead(
     broker: &Broker,
     progress: bool,
 ) -> anyhow::Result<ReplayReport> {
-    let mut bar = Progress::new(progress);
+    let mut bar = Progress::new(progress, "replaying");
     let report = payhook_shared::replay::replay_dead(pool, broker, &mut |d, t| bar.set(d, t)).await;
     bar.finish();
     Ok(report?)
 }
 
-/// A progress bar on stderr, redrawn in place: `[#######.............] 120/400`; drawn only
-/// for more than one event.
-struct Progress {
+/// A progress bar on stderr, redrawn in place: `replaying [#######.............] 120/400`;
+/// drawn only for more than one item.
+pub struct Progress {
     on: bool,
     drawn: bool,
+    label: &'static str,
 }
 
 impl Progress {
-    fn new(on: bool) -> Self {
-        Self { on, drawn: false }
+    pub fn new(on: bool, label: &'static str) -> Self {
+        Self {
+            on,
+            drawn: false,
+            label,
+        }
     }
 
-    fn set(&mut self, done: usize, total: usize) {
+    pub fn set(&mut self, done: usize, total: usize) {
         if !self.on || total < 2 {
             return;
         }
@@ -55,7 +60,8 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\rreplaying [{}{}] {done}/{total}",
+            "\r{} [{}{}] {done}/{total}",
+            self.label,
             "#".repeat(filled),
             ".".repeat(WIDTH - filled),
         );
@@ -63,7 +69,7 @@ impl Progress {
         self.drawn = true;
     }
 
-    fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if self.drawn {
             eprintln!();
         }

@@ -19,7 +19,8 @@
 //! | `GET /admin/payments?q=&limit=&cursor=` | `{"items": [payment], "next"}` |
 //! | `POST /admin/payments` | 201 with the new pending payment; 409 if it exists |
 //! | `GET /admin/members?q=&limit=&cursor=` | `{"items": [member], "next"}` |
-//! | `GET /admin/stats` | `{"events": {status: n}, "payments": {status: n}}` |
+//! | `GET /admin/stats` | `{"events": {status: n}, "payments": {status: n}, "rejected": n}` |
+//! | `/admin/rejected…` | genuine deliveries refused for their content ([`super::rejected`]) |
 
 use std::future::{ready, Ready};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use payhook_shared::amqp::Broker;
+use payhook_shared::intake::Intake;
 use payhook_shared::lookup::{self, EventFilter, EventRef, NewPendingPayment, PageRequest};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -40,6 +42,10 @@ const CONSOLE: &str = include_str!("console.html");
 pub struct AdminState {
     pub pool: PgPool,
     pub broker: Arc<Broker>,
+    /// Ingest's group commit: a reparsed delivery goes in as the gateway's would.
+    pub intake: Intake,
+    /// How long a reparsed delivery may wait for PostgreSQL and RabbitMQ (`INGEST_TIMEOUT`).
+    pub timeout: std::time::Duration,
     /// `PAYHOOK_ADMIN_TOKEN`; `None`: the admin API is off (404).
     pub token: Option<String>,
 }
@@ -58,7 +64,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(list_payments))
                 .route(web::post().to(register_payment)),
         )
-        .service(web::resource("/admin/members").route(web::get().to(list_members)));
+        .service(web::resource("/admin/members").route(web::get().to(list_members)))
+        .configure(super::rejected::configure);
 }
 
 /// Proof that the request carries the admin token. As the first extractor of a handler it
@@ -109,7 +116,7 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    fn page(&self) -> Result<PageRequest, AdminError> {
+    pub(super) fn page(&self) -> Result<PageRequest, AdminError> {
         PageRequest::parse(self.limit.as_deref(), self.cursor.as_deref())
             .map_err(AdminError::BadRequest)
     }
@@ -120,7 +127,11 @@ impl ListQuery {
 }
 
 /// `Some(value)` when set and one of `allowed`; a 400 naming them when not.
-fn one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<Option<String>, AdminError> {
+pub(super) fn one_of(
+    name: &str,
+    value: Option<&str>,
+    allowed: &[&str],
+) -> Result<Option<String>, AdminError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) if allowed.contains(&v) => Ok(Some(v.to_owned())),
@@ -195,11 +206,13 @@ async fn console_redirect(_: AdminOn) -> HttpResponse {
 }
 
 async fn stats(_: Admin, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
-    let (events, payments) = tokio::try_join!(
+    let (events, payments, rejected) = tokio::try_join!(
         lookup::event_counts(&state.pool),
-        lookup::payment_counts(&state.pool)
+        lookup::payment_counts(&state.pool),
+        payhook_shared::rejected::waiting(&state.pool)
     )?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events, "payments": payments })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "events": events, "payments": payments, "rejected": rejected })))
 }
 
 async fn list_events(

@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod ops;
+pub mod rejected;
 pub mod webhook;

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
-use payhook_shared::intake::{Delivery, Intake};
+use payhook_shared::intake::{Delivery, Intake, IntakeError};
 use payhook_shared::providers::{Headers, Provider};
 use tracing::Instrument;
 
@@ -41,6 +41,8 @@ pub fn paths(provider: &str) -> Vec<String> {
 /// What every webhook route shares.
 pub struct WebhookState {
     pub intake: Intake,
+    /// For keeping the bodies that are refused after a valid signature.
+    pub pool: sqlx::PgPool,
     /// Set when `INGEST_CLIENT_CA` is configured: providers that want a client certificate
     /// must present one from that CA.
     pub client_ca_required: bool,
@@ -109,25 +111,17 @@ async fn handle(
             source,
             status: provider.rejected_signature_status(),
         })?;
-    let events = provider.parse(&body)?;
-    let audit: serde_json::Map<String, serde_json::Value> = provider
-        .audit_headers()
-        .iter()
-        .filter_map(|name| {
-            headers.get(name).map(|v| {
-                (
-                    (*name).to_owned(),
-                    String::from_utf8_lossy(v).into_owned().into(),
-                )
-            })
-        })
-        .collect();
+    let audit = audit_headers(provider, &headers);
+    let events = match provider.parse(&body) {
+        Ok(events) => events,
+        Err(e) => return Err(keep_rejected(state, provider, &audit, &body, e).await),
+    };
     let accepted = state
         .intake
         .submit(
             Delivery {
                 provider: provider.name(),
-                headers: audit.into(),
+                headers: audit,
                 body,
                 events,
             },
@@ -147,6 +141,46 @@ async fn handle(
         "accepted"
     };
     Ok(outcome)
+}
+
+/// The headers kept with a delivery (its signature headers: a MAC is no secret, and with it
+/// an auditor can re-verify the stored body), as a JSON object.
+fn audit_headers(provider: &dyn Provider, headers: &Headers) -> serde_json::Value {
+    let audit: serde_json::Map<String, serde_json::Value> = provider
+        .audit_headers()
+        .iter()
+        .filter_map(|name| {
+            headers.get(name).map(|v| {
+                (
+                    (*name).to_owned(),
+                    String::from_utf8_lossy(v).into_owned().into(),
+                )
+            })
+        })
+        .collect();
+    audit.into()
+}
+
+/// A genuine body this version cannot read: kept in `rejected_deliveries` (DESIGN.md), and
+/// still answered 400 so the gateway's dashboard shows the refusal. If it cannot be kept, the
+/// answer is 503 instead: the gateway retries, and the body is not lost.
+async fn keep_rejected(
+    state: &WebhookState,
+    provider: &dyn Provider,
+    audit: &serde_json::Value,
+    body: &[u8],
+    error: payhook_shared::providers::ParseError,
+) -> WebhookError {
+    match payhook_shared::rejected::keep(&state.pool, provider.name(), audit, body, &error.0).await
+    {
+        Ok(id) => {
+            metrics::counter!("payhook_rejected_deliveries_total", "provider" => provider.name())
+                .increment(1);
+            tracing::warn!(rejected_id = id, reason = %error, "signed body refused; kept in rejected_deliveries");
+            WebhookError::BadRequest(error)
+        }
+        Err(e) => WebhookError::Unavailable(IntakeError::Database(e.to_string())),
+    }
 }
 
 /// Reads the body up to [`MAX_BODY`]; a larger one is refused as soon as it is known to be.

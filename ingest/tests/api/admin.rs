@@ -7,12 +7,12 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 impl TestApp {
-    fn admin_url(&self, path: &str) -> String {
+    pub(crate) fn admin_url(&self, path: &str) -> String {
         format!("{}/admin/{path}", self.ops_address)
     }
 
     /// GET with the admin token; (status, JSON body).
-    async fn admin_get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn admin_get(&self, path: &str) -> (u16, Value) {
         let res = self
             .client
             .get(self.admin_url(path))
@@ -25,7 +25,7 @@ impl TestApp {
     }
 
     /// POST with the admin token and an optional JSON body; (status, JSON body).
-    async fn admin_post(&self, path: &str, body: Option<String>) -> (u16, Value) {
+    pub(crate) async fn admin_post(&self, path: &str, body: Option<String>) -> (u16, Value) {
         let mut req = self
             .client
             .post(self.admin_url(path))

@@ -4,20 +4,23 @@
 use crate::helpers::*;
 
 /// Sends `body` correctly signed by `gw`, expects `status` (with a JSON error for 4xx bodies),
-/// nothing stored, and a valid delivery accepted right after.
+/// no delivery or event stored, the genuine body kept in rejected_deliveries with the reason
+/// the gateway was told (a 400 is a refusal of its content), and a valid delivery accepted
+/// right after.
 async fn assert_bad_input(gw: Gateway, body: Vec<u8>, status: u16) {
     let app = spawn_app().await;
     let headers = gw.sign(NEW_SECRET, &body);
-    let res = app.post(gw.name(), body, &headers).await;
+    let res = app.post(gw.name(), body.clone(), &headers).await;
     assert_eq!(res.status().as_u16(), status);
-    if status != 405 {
-        let err: serde_json::Value = res.json().await.expect("a JSON error body");
-        assert!(
-            err["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{err}"
-        );
-    }
-    app.assert_nothing_persisted().await;
+    let err: serde_json::Value = res.json().await.expect("a JSON error body");
+    let reason = err["error"].as_str().unwrap_or_default().to_owned();
+    assert!(!reason.is_empty(), "{err}");
+    app.assert_nothing_accepted().await;
+    assert_eq!(
+        app.rejected().await,
+        vec![(gw.name().to_owned(), body, reason, 1)],
+        "the genuine body is kept once, with the reason"
+    );
     let ok = app.send(gw, &gw.sample("after")).await;
     assert_eq!(
         ok.status().as_u16(),

@@ -140,10 +140,30 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Asserts nothing at all was stored: no delivery, no event.
+    /// Asserts nothing at all was stored: no delivery, no event, no rejected body.
     pub async fn assert_nothing_persisted(&self) {
+        self.assert_nothing_accepted().await;
+        assert_eq!(
+            self.count("rejected_deliveries").await,
+            0,
+            "no rejected_deliveries row"
+        );
+    }
+
+    /// Asserts no delivery and no event was stored (a rejected body may have been kept).
+    pub async fn assert_nothing_accepted(&self) {
         assert_eq!(self.count("webhook_deliveries").await, 0, "no delivery row");
         assert_eq!(self.count("webhook_events").await, 0, "no event row");
+    }
+
+    /// The rejected_deliveries rows: (provider, body, reason, attempts), in id order.
+    pub async fn rejected(&self) -> Vec<(String, Vec<u8>, String, i32)> {
+        sqlx::query_as(
+            "SELECT provider, body, reason, attempts FROM rejected_deliveries ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
     }
 
     /// Messages on the events queue (waits up to 2 s for the first, then takes what is there).

@@ -10,5 +10,6 @@ mod legacy_paths;
 mod ops;
 mod outages;
 mod process;
+mod rejected;
 mod signatures;
 mod tls;

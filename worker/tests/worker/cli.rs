@@ -704,3 +704,103 @@ async fn verify_delivery_refuses_what_it_cannot_check() {
     assert!(!ok);
     assert!(stderr.contains("PAYSTACK_SECRET_KEY is unset"), "{stderr}");
 }
+
+/// `reparse` run as the binary against the harness's database and broker, with `env` added.
+async fn reparse_cli(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut all = vec!["reparse"];
+    all.extend_from_slice(args);
+    let mut vars = vec![
+        ("DATABASE_URL", h.env.database.database_url.as_str()),
+        ("AMQP_URL", h.env.broker.amqp_url.as_str()),
+        ("PAYHOOK_AMQP_PREFIX", h.env.broker.amqp_prefix.as_str()),
+    ];
+    vars.extend_from_slice(env);
+    let (out, stdout, stderr) = worker_cli(&all, &vars).await;
+    (out.status.success(), stdout, stderr)
+}
+
+/// A PayQI delivery ingest refused (its event id is over the default 255 bytes) and kept,
+/// as `payhook_shared::rejected::keep` leaves it; returns its id.
+async fn rejected_long_id(h: &Harness) -> (i64, String) {
+    let event_id = "e".repeat(300);
+    let body = json!({
+        "id": event_id, "type": "payment.completed", "created": 1764000000,
+        "data": {"id": "p-long", "amount": "12.50", "currency": "GBP", "status": "succeeded",
+                 "metadata": {"order_id": "ORD-9"}}
+    })
+    .to_string();
+    let id = payhook_shared::rejected::keep(
+        &h.pool,
+        "payqi",
+        &json!({}),
+        body.as_bytes(),
+        "id is longer than 255 bytes",
+    )
+    .await
+    .unwrap();
+    (id, event_id)
+}
+
+#[tokio::test]
+async fn reparse_with_the_limit_raised_ingests_a_rejected_delivery_and_the_worker_processes_it() {
+    let h = Harness::start().await;
+    let (id, event_id) = rejected_long_id(&h).await;
+    let (ok, stdout, stderr) =
+        reparse_cli(&h, &["--all"], &[("PAYHOOK_MAX_ID_BYTES", "1000")]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{id}  payqi  ingested")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reparse: 1 ingested, 0 still refused"),
+        "{stdout}"
+    );
+    let event: i64 = sqlx::query_scalar("SELECT id FROM webhook_events WHERE external_id = $1")
+        .bind(&event_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    h.wait_processed(&[event]).await;
+    let (status, amount): (String, i64) = sqlx::query_as(
+        "SELECT status, amount_minor FROM payments WHERE provider = 'payqi' AND external_id = 'p-long'",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), amount), ("completed", 1250));
+    // Reparsed once: `--all` now finds nothing, and naming it again adds nothing.
+    let (ok, stdout, _) = reparse_cli(&h, &["--all"], &[("PAYHOOK_MAX_ID_BYTES", "1000")]).await;
+    assert!(ok && stdout.contains("reparse: 0 ingested"), "{stdout}");
+    let (ok, stdout, _) =
+        reparse_cli(&h, &[&id.to_string()], &[("PAYHOOK_MAX_ID_BYTES", "1000")]).await;
+    assert!(
+        ok && stdout.contains("0 new event(s), 1 already stored"),
+        "{stdout}"
+    );
+    assert_eq!(
+        h.scalar::<i64>("SELECT count(*) FROM webhook_events").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn reparse_by_the_same_version_says_why_it_is_still_refused_and_exits_1() {
+    let h = Harness::without_worker().await;
+    let (id, _) = rejected_long_id(&h).await;
+    let (ok, stdout, stderr) = reparse_cli(&h, &[&id.to_string()], &[]).await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{id}  payqi  still refused: id is longer than 255 bytes"
+        )),
+        "{stdout}"
+    );
+    assert!(stderr.contains("still refused by this version"), "{stderr}");
+    assert_eq!(
+        h.scalar::<i64>("SELECT count(*) FROM webhook_events").await,
+        0
+    );
+    let (ok, _, stderr) = reparse_cli(&h, &["9999"], &[]).await;
+    assert!(!ok && stderr.contains("not reparsed"), "{stderr}");
+}
