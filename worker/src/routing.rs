@@ -103,51 +103,16 @@ async fn process(shared: &Shared, delivery: Delivery, msg: EventMessage) {
     metrics::histogram!("payhook_event_processing_seconds", "provider" => msg.provider.clone())
         .record(started.elapsed().as_secs_f64());
     match result {
-        Ok(p) => settle(shared, &delivery, &msg, p).await,
+        Ok(p) => settle_all(shared, vec![(delivery, msg, p)]).await,
         // The transaction itself failed: PostgreSQL is away, most likely.
         Err(e) => retry_without_database(shared, &delivery, &msg, &e.to_string()).await,
     }
 }
 
-/// Settles a message whose transaction went through, by what it did to its event.
-async fn settle(shared: &Shared, delivery: &Delivery, msg: &EventMessage, p: Processed) {
-    let onward = match p.outcome {
-        Outcome::Missing => {
-            // Published by another installation sharing the broker, or its row was deleted.
-            tracing::error!("no such event in the database; dead-lettering the message");
-            Onward::Dead { attempt: None }
-        }
-        Outcome::Retrying {
-            attempt,
-            delay,
-            error,
-        } => {
-            tracing::warn!(error = %error, attempt, delay, "event failed; retrying later");
-            Onward::Retry {
-                attempt: i64::from(attempt),
-                delay,
-            }
-        }
-        Outcome::Dead { attempts, error } => {
-            tracing::error!(error = %error, attempts, "event failed for good; dead-lettering it");
-            Onward::Dead {
-                attempt: Some(i64::from(attempts)),
-            }
-        }
-        done => {
-            tracing::debug!(outcome = done.label(), "event done");
-            count(&labels(msg), done.label());
-            ack(delivery).await;
-            return;
-        }
-    };
-    send_onward(shared, vec![(delivery, labels(msg), onward)]).await;
-}
-
-/// Settles a batch's messages: each as [`settle`] would, except that the retry and
-/// dead-letter copies of all of them go out together, one wait for the broker's confirms
-/// instead of one per failed event (a batch with failures settles nearly as fast as one
-/// without).
+/// Settles messages whose transaction went through, each by what it did to its event: done
+/// ones are acked; the retry and dead-letter copies of the failed ones go out together, one
+/// wait for the broker's confirms instead of one per failed event (a batch with failures
+/// settles nearly as fast as one without).
 async fn settle_all(shared: &Shared, settled: Vec<(Delivery, EventMessage, Processed)>) {
     let mut failed = Vec::new();
     for (delivery, msg, p) in settled {

@@ -166,6 +166,18 @@ impl TestApp {
         .unwrap()
     }
 
+    /// The ops listener's /metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.ops_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Messages on the events queue (waits up to 2 s for the first, then takes what is there).
     pub async fn published(&self, max: usize) -> Vec<Message> {
         self.env

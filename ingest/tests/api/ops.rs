@@ -65,15 +65,7 @@ async fn metrics_count_requests_by_provider_and_outcome() {
         200
     );
     assert_eq!(app.post("paystack", "{}", &[]).await.status(), 401);
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.ops_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(
             r#"payhook_webhook_requests_total{provider="paystack",outcome="accepted"} 1"#

@@ -19,6 +19,18 @@ fn long_id_body() -> String {
     )
 }
 
+/// Sends [`long_id_body`], refused and kept; returns its rejected_deliveries id.
+async fn reject_long_id(app: &TestApp) -> i64 {
+    assert_eq!(
+        app.send(Gateway::PayQi, &long_id_body()).await.status(),
+        400
+    );
+    sqlx::query_scalar("SELECT id FROM rejected_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_gateways_resends_of_a_rejected_body_add_attempts_to_its_one_row() {
     let app = spawn_app().await;
@@ -37,15 +49,7 @@ async fn a_gateways_resends_of_a_rejected_body_add_attempts_to_its_one_row() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].3, 3, "three attempts on one row");
     app.assert_nothing_accepted().await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.ops_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"payhook_rejected_deliveries_total{provider="gocardless"} 3"#),
         "{metrics}"
@@ -148,14 +152,7 @@ async fn the_rejected_calls_refuse_bad_ids_unknown_ids_and_missing_tokens() {
 #[tokio::test]
 async fn a_reparse_that_this_version_still_refuses_says_why_and_ingests_nothing() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.send(Gateway::PayQi, &long_id_body()).await.status(),
-        400
-    );
-    let id: i64 = sqlx::query_scalar("SELECT id FROM rejected_deliveries")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let id = reject_long_id(&app).await;
     let (status, res) = app
         .admin_post(&format!("rejected/{id}/reparse"), None)
         .await;
@@ -169,14 +166,7 @@ async fn a_reparse_that_this_version_still_refuses_says_why_and_ingests_nothing(
 #[tokio::test]
 async fn a_rejected_body_reparsed_after_the_fix_is_stored_and_published_once_however_often() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.send(Gateway::PayQi, &long_id_body()).await.status(),
-        400
-    );
-    let id: i64 = sqlx::query_scalar("SELECT id FROM rejected_deliveries")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let id = reject_long_id(&app).await;
     // The upgrade: this process now reads longer ids (PAYHOOK_MAX_ID_BYTES at start).
     payhook_shared::json::set_max_id_bytes(1000);
 
