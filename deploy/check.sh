@@ -154,11 +154,11 @@ dashboard() {
 }
 check "Grafana dashboard: structure, and its PromQL parses (promtool)" dashboard
 
-# Metric names: the alerts and the dashboard use only metrics DESIGN.md lists (and, with
+# Metric names: the alerts and the dashboard use only metrics DESIGN.md names (and, with
 # --metrics, only metrics the binaries really export).
 design=${PAYHOOK_DESIGN:-$repo/../shared/DESIGN.md}
 if [ -f "$design" ]; then
-  check "metric names in alerts and dashboard are in DESIGN.md's Observability list" \
+  check "metric names in alerts and dashboard are metrics DESIGN.md names" \
     env PAYHOOK_DEPLOY_PYTHON="$py" deploy/metric_names.sh
 else
   printf 'skip  metric names vs DESIGN.md (not found at %s)\n' "$design"

@@ -2,7 +2,7 @@
 # Checks that every metric deploy/prometheus/alerts.yml and deploy/grafana/*.json query exists,
 # so a renamed metric cannot silently break an alert or a panel.
 #
-#   deploy/metric_names.sh                                  against DESIGN.md's Observability list
+#   deploy/metric_names.sh                                  against the metrics DESIGN.md names
 #   deploy/metric_names.sh --metrics ingest.txt --metrics worker.txt
 #                                                           against scraped /metrics output (and DESIGN.md)
 #   deploy/metric_names.sh --list                           the names used, and where

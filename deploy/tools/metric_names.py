@@ -3,8 +3,9 @@
 
     metric_names.py [--design DESIGN.md] [--metrics FILE]... [--list]
 
---design: the names must be among those listed in DESIGN.md's "Observability" section
-          (histogram series NAME_bucket/_sum/_count count as NAME).
+--design: the names must be metrics DESIGN.md names: those of its "Observability" list, and
+          those another section introduces in a code span (`payhook_rejected_deliveries_total{provider}`
+          under "Webhook routes"); histogram series NAME_bucket/_sum/_count count as NAME.
 --metrics: a file of scraped /metrics text (Prometheus exposition format), e.g. from
           `curl -s http://127.0.0.1:8081/metrics > ingest.txt`. Give one per binary; a name
           must appear in at least one of them, and every label a query matches on must appear
@@ -82,7 +83,9 @@ def design_names(path):
     m = re.search(r"^## Observability\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
     if not m:
         sys.exit(f"metric_names: no '## Observability' section in {path}")
-    return set(re.findall(r"\b(payhook_[a-z0-9_]+)", m.group(1)))
+    names = set(re.findall(r"\b(payhook_[a-z0-9_]+)", m.group(1)))
+    # Elsewhere only code spans count: prose there also names databases and prefixes.
+    return names | set(re.findall(r"`(payhook_[a-z0-9_]+)(?:\{[^`]*\})?`", text))
 
 
 def scraped(path):
@@ -122,7 +125,7 @@ def main():
             if SYNTHETIC.match(n):
                 continue
             if n not in listed and HIST.sub("", n) not in listed:
-                print(f"  FAIL: {n} (used by {', '.join(sorted(used[n]['where']))}) is not in DESIGN.md's Observability list")
+                print(f"  FAIL: {n} (used by {', '.join(sorted(used[n]['where']))}) is not a metric DESIGN.md names")
                 bad += 1
         print(f"  {len([n for n in used if not SYNTHETIC.match(n)])} names used by alerts and dashboard "
               f"checked against {len(listed)} names of DESIGN.md")

@@ -17,8 +17,8 @@ use crate::rng::Rng;
 use crate::workload::Workload;
 
 /// Longest wait for one answer; ingest answers 503 after `INGEST_TIMEOUT` (10 s) anyway.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Counters shared by the connections, the fault runner and the progress line.
@@ -248,7 +248,7 @@ impl Connection {
 
 /// Sleeps about `backoff` (jittered ±50 %, so connections don't retry in lockstep); the
 /// next, doubled one.
-async fn pause(rng: &mut Rng, backoff: Duration) -> Duration {
+pub(super) async fn pause(rng: &mut Rng, backoff: Duration) -> Duration {
     let jitter = 0.5 + rng.unit();
     tokio::time::sleep(backoff.mul_f64(jitter)).await;
     (backoff * 2).min(BACKOFF_MAX)

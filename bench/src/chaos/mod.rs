@@ -1,8 +1,10 @@
 //! `payhook-chaos` (issue 8): signed deliveries from all four gateways — duplicates and
-//! out-of-order lifecycles mixed in — while a worker and ingest are `kill -9`ed and restarted
-//! and RabbitMQ and PostgreSQL restart; then, once everything has drained, proof that no
-//! acknowledged event was lost, no ledger row applied twice, and every payment and member
-//! ended where its events say. Exit status 1 if any check fails.
+//! out-of-order lifecycles mixed in, and a few that must be refused: genuine but unparseable
+//! (issue 16) and forged — while a worker and ingest are `kill -9`ed and restarted and
+//! RabbitMQ and PostgreSQL restart; then, once everything has drained, proof that no
+//! acknowledged event was lost, no ledger row applied twice, every payment and member ended
+//! where its events say, every genuine refused body was kept once and no forged one anywhere.
+//! Exit status 1 if any check fails.
 //!
 //! | module | what it is for |
 //! | --- | --- |
@@ -10,6 +12,7 @@
 //! | [`stack`] | ingest and the workers as child processes; `scripts/services.sh` restarts |
 //! | [`driver`] | the load: closed loop, retries like a gateway, records every 2xx |
 //! | [`faults`] | the fault plan and its injection while the load runs |
+//! | [`refused`] | the genuine unparseable and the forged deliveries, and their checks |
 //! | [`drain`] | waiting until nothing is left in flight |
 //! | [`report`] | the summary on stdout and as JSON |
 //!
@@ -20,6 +23,7 @@ pub mod drain;
 pub mod driver;
 pub mod faults;
 pub mod gateway;
+pub mod refused;
 pub mod report;
 pub mod stack;
 
@@ -82,6 +86,15 @@ pub struct Args {
     /// they must end `dead`, and the dead-events check then expects exactly them.
     #[arg(long, default_value_t = 0)]
     poison: usize,
+    /// Genuinely signed bodies payhook cannot parse, sent (some several times, as a gateway
+    /// resends a refused delivery) over the load: each must be answered 400 and kept once in
+    /// rejected_deliveries, never stored as a delivery.
+    #[arg(long, default_value_t = 5)]
+    unparseable: usize,
+    /// Forged (wrongly signed) bodies sent over the load: each must be refused and stored
+    /// nowhere.
+    #[arg(long, default_value_t = 2)]
+    forged: usize,
     /// Seconds the load may take in all; a delivery still unacknowledged then fails the run.
     #[arg(long, default_value_t = 1800)]
     load_timeout: u64,
@@ -219,6 +232,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         &mut root.fork(1),
     ));
     let plan = faults::plan(&args.faults.0, fault_count, &mut root.fork(2));
+    let refusals = refused::plan(
+        &tag,
+        args.unparseable,
+        args.forged,
+        workload.deliveries.len(),
+        &mut root.fork(4),
+    );
     let duplicates = workload
         .deliveries
         .iter()
@@ -327,8 +347,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         progress.gate.store(n, Ordering::Release);
         r
     };
-    let (load, fault_result) =
-        tokio::join!(driver.run(workload.clone(), progress.clone()), faults_run);
+    let refusals_run = refused::send(
+        &refusals,
+        driver.addr,
+        &driver.secrets,
+        progress.clone(),
+        driver.deadline,
+        root.fork(5),
+    );
+    let (load, fault_result, refusals_sent) = tokio::join!(
+        driver.run(workload.clone(), progress.clone()),
+        faults_run,
+        refusals_run
+    );
     printer.abort();
     let (fault_records, fault_error) = match fault_result {
         Ok(r) => (r, None),
@@ -374,6 +405,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .map(|s| s.acked.load(Ordering::Acquire))
         .collect();
     let (mut checks, stored) = verdict::run(&pool, &workload, &acked).await?;
+    checks.extend(refused::checks(&pool, &refusals, &refusals_sent).await?);
     checks.push(Check::new(
         "faults injected and recovered",
         fault_records.len() as u64,
@@ -463,6 +495,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             rejected: p.answers_other.load(Ordering::Relaxed),
             first_rejection: load.first_rejection.clone(),
         },
+        refused: refused::figures(&refusals, &refusals_sent),
         faults: fault_records,
         drain,
         stored,

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::drain::Drain;
 use super::faults::FaultRecord;
+use super::refused;
 use crate::human;
 use crate::verdict::{Check, Stored};
 
@@ -17,6 +18,8 @@ pub struct Report {
     pub started_at: String,
     pub workload: WorkloadFigures,
     pub load: LoadFigures,
+    /// The genuine unparseable and the forged deliveries sent among the load.
+    pub refused: refused::Figures,
     pub faults: Vec<FaultRecord>,
     pub drain: Drain,
     pub stored: Stored,
@@ -134,6 +137,19 @@ impl Report {
         if let Some(r) = &l.first_rejection {
             let _ = writeln!(s, "  - first other answer: {r}");
         }
+        let r = &self.refused;
+        let _ = writeln!(
+            s,
+            "- refused on purpose: {} genuine unparseable bodies sent {} times (answered 400: \
+             {}), {} forged sent {} times (answered 401/498: {}); {} requests with retries",
+            r.genuine,
+            r.genuine_sends,
+            r.answered_400,
+            r.forged,
+            r.forged_sends,
+            r.answered_bad_signature,
+            r.requests
+        );
         let _ = writeln!(
             s,
             "- drain: {} {:.1} s after the last acknowledgement{}",

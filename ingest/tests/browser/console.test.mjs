@@ -1,12 +1,17 @@
 // The ops console in a real headless browser (Debian's chromium through playwright-core):
 // enter the token once, search a payment reference, replay its dead event, see the status
-// change. Run by run.sh, which starts ingest with a seeded database and sets:
+// change; then a genuine GoCardless delivery payhook cannot read shows up under Rejected, its
+// body can be read, and Reparse says it is still rejected. Run by run.sh, which starts ingest
+// with a seeded database and sets:
 //   CONSOLE_URL    http://127.0.0.1:<ops port>/admin/
 //   ADMIN_TOKEN    the PAYHOOK_ADMIN_TOKEN ingest runs with
 //   REFERENCE      a payment reference with a dead event
 //   DEAD_EVENT_ID  payhook's id of that event
+//   WEBHOOK_URL    ingest's GoCardless webhook route
+//   GOCARDLESS_SECRET  the GOCARDLESS_WEBHOOK_SECRET ingest runs with (a test value)
 //   SCREENSHOT     where to save the screenshot (a test artifact)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
+import { createHmac } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +26,8 @@ const url = env("CONSOLE_URL");
 const token = env("ADMIN_TOKEN");
 const reference = env("REFERENCE");
 const deadId = env("DEAD_EVENT_ID");
+const webhookUrl = env("WEBHOOK_URL");
+const gocardlessSecret = env("GOCARDLESS_SECRET");
 const screenshot = env("SCREENSHOT");
 const executablePath = env("CHROMIUM", "/usr/bin/chromium");
 
@@ -93,6 +100,55 @@ try {
   await page.waitForFunction(() => document.querySelector('#stats [data-status="dead"] .n')?.textContent === "0");
   check(await page.locator("#replay-dead").isDisabled(), "nothing dead left to replay");
   check((await row.locator(".attempts").innerText()).trim() === "0", "attempts start over");
+
+  step = "a genuine GoCardless body payhook cannot read is answered 400, and so is its resend";
+  // Signed with the right secret, but its event has none of the fields an event must have.
+  const unreadable = '{"events":[{"id":"EVBROWSER1"}],"meta":{"webhook_id":"WBBROWSER1"}}';
+  const signature = createHmac("sha256", gocardlessSecret).update(unreadable).digest("hex");
+  let refusal = "";
+  for (let i = 0; i < 2; i++) {
+    const r = await fetch(webhookUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Webhook-Signature": signature },
+      body: unreadable,
+    });
+    check(r.status === 400, `the unreadable body was answered ${r.status}, not 400`);
+    refusal = (await r.json()).error;
+  }
+  check(typeof refusal === "string" && refusal.length > 0, "the 400 says what is wrong");
+
+  step = "it is listed under Rejected, once, with the reason the gateway was given";
+  await page.locator("#refresh").click();
+  const rejected = page.locator("#rejected tbody tr[data-rejected-id]");
+  await rejected.first().waitFor();
+  check((await rejected.count()) === 1, `one row for the body and its resend (${await rejected.count()})`);
+  const kept = rejected.first();
+  const keptId = await kept.getAttribute("data-rejected-id");
+  check((await kept.locator(".provider").innerText()).trim() === "gocardless", "from gocardless");
+  const reason = (await kept.locator(".reason").innerText()).trim();
+  check(reason === refusal, `its reason is the 400's error: ${reason} / ${refusal}`);
+  check((await kept.locator(".attempts").innerText()).trim() === "2", "the resend is a second attempt");
+  check((await kept.locator(".first-seen").innerText()).trim() !== "", "when it was first seen");
+  check((await kept.locator(".badge").innerText()).trim() === "waiting", "it waits for a reparse");
+  await page.waitForFunction(() => document.querySelector('#stats [data-status="rejected"] .n')?.textContent === "1");
+
+  step = "view its body";
+  await kept.locator(".view-body").click();
+  const body = page.locator("#rejected tr.body-row pre.body");
+  await body.waitFor();
+  check((await body.innerText()) === unreadable, `the body is shown as it was sent: ${await body.innerText()}`);
+
+  step = "press Reparse: still rejected by this version";
+  await kept.locator("button.reparse").click();
+  await page.waitForFunction(
+    (id) => document.querySelector("#message")?.textContent.includes(`rejected delivery ${id} reparsed: still rejected`),
+    keptId,
+  );
+  check((await page.locator("#message").innerText()).includes(refusal), "the message gives the reason");
+  const after = page.locator(`#rejected tbody tr[data-rejected-id="${keptId}"]`);
+  check((await after.locator(".badge").innerText()).trim() === "waiting", "it still waits for a reparse");
+  check(await after.locator("button.reparse").isEnabled(), "it can be reparsed again after an upgrade");
+  check((await page.locator('#stats [data-status="rejected"] .n').innerText()) === "1", "still counted");
 
   step = "screenshot";
   await page.screenshot({ path: screenshot, fullPage: true });

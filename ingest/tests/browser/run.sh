@@ -2,7 +2,8 @@
 # The ops console in a real headless browser: installs Debian's chromium and the npm
 # dependency (playwright-core) if missing, starts the test stack, builds and runs
 # payhook-ingest on free ports with a fresh database, seeds a payment with a dead event, and
-# runs console.test.mjs against GET /admin/. Exits non-zero when the test fails.
+# runs console.test.mjs against GET /admin/ (it also posts a signed GoCardless webhook that
+# payhook cannot read). Exits non-zero when the test fails.
 # Screenshot (a test artifact, not committed): target/console.png.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +34,7 @@ suffix="$$_$(date +%s)"
 db="payhook_browser_$suffix"
 db_url="${DATABASE_URL%/*}/$db"
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+gocardless_secret=browser-test-secret
 ingest_log="$root/target/browser-ingest.log"
 
 ingest_pid=
@@ -47,7 +49,7 @@ log "starting payhook-ingest (database $db, ops on 127.0.0.1:$ops_port)"
 env -u GOCARDLESS_WEBHOOK_SECRET -u PAYSTACK_SECRET_KEY -u FLUTTERWAVE_SECRET_HASH -u PAYQI_WEBHOOK_SECRET \
   DATABASE_URL="$db_url" AMQP_URL="$AMQP_URL" PAYHOOK_AMQP_PREFIX="browser_$suffix" \
   INGEST_ADDR="127.0.0.1:$web_port" INGEST_OPS_ADDR="127.0.0.1:$ops_port" \
-  PAYHOOK_ADMIN_TOKEN="$token" GOCARDLESS_WEBHOOK_SECRET="browser-test-secret" \
+  PAYHOOK_ADMIN_TOKEN="$token" GOCARDLESS_WEBHOOK_SECRET="$gocardless_secret" \
   "$root/target/debug/payhook-ingest" >"$ingest_log" 2>&1 &
 ingest_pid=$!
 for _ in $(seq 1 120); do
@@ -80,6 +82,7 @@ log "seeded; dead event $dead_id"
 status=0
 CONSOLE_URL="http://127.0.0.1:$ops_port/admin/" ADMIN_TOKEN="$token" REFERENCE="REF-2026-0042" \
   DEAD_EVENT_ID="$dead_id" SCREENSHOT="$root/target/console.png" CHROMIUM=/usr/bin/chromium \
+  WEBHOOK_URL="http://127.0.0.1:$web_port/webhooks/gocardless" GOCARDLESS_SECRET="$gocardless_secret" \
   node "$here/console.test.mjs" || status=$?
 if [ "$status" != 0 ]; then log "ingest log: $ingest_log"; fi
 exit "$status"
