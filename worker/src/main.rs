@@ -53,6 +53,21 @@ enum Command {
     /// rejected_deliveries) again with this version; those that now parse are ingested as
     /// the gateway's delivery would be, and processed. Exit 1 when any is still refused.
     Reparse(reparse::ReparseArgs),
+    /// Run one retention pass now (RETAIN_DELIVERIES, RETAIN_EVENTS): delete old raw
+    /// deliveries, processed and ignored events and published domain events in small
+    /// batches; prints what it removed per table. The reconciler does the same every pass.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PruneArgs {
+    /// Count what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    reconcile: ReconcileSettings,
+    #[command(flatten)]
+    database: DatabaseSettings,
 }
 
 #[derive(clap::Args, Debug)]
@@ -154,6 +169,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::SendTest(args)) => send_test::send_test(&args.provider, &args.target).await,
         Some(Command::VerifyDelivery(args)) => verify(args).await,
         Some(Command::Reparse(args)) => reparse::reparse(args).await,
+        Some(Command::Prune(args)) => prune(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -224,6 +240,40 @@ async fn verify(args: VerifyDeliveryArgs) -> anyhow::Result<()> {
             anyhow::bail!("delivery {} is not verified", args.id)
         }
     }
+}
+
+/// `prune [--dry-run]`: one retention pass, with its running count per table on stderr.
+async fn prune(args: PruneArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let pool = payhook_shared::db::connect_and_migrate(&args.database).await?;
+    let shutdown = payhook_shared::shutdown::on_signal();
+    let mut shown = false;
+    let pruned = payhook_worker::reconciler::prune::run(
+        &pool,
+        &args.reconcile,
+        args.dry_run,
+        &shutdown,
+        &mut |table, n| {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{table}: {n} row(s)   ");
+            let _ = err.flush();
+            shown = true;
+        },
+    )
+    .await?;
+    if shown {
+        eprintln!();
+    }
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    println!(
+        "prune: {verb} webhook_deliveries {}, webhook_events {}, domain_outbox {}",
+        pruned.deliveries, pruned.events, pruned.outbox
+    );
+    Ok(())
 }
 
 async fn show(args: ShowArgs) -> anyhow::Result<()> {

@@ -74,6 +74,39 @@ pub struct ReconcileSettings {
     /// called side by side.
     #[arg(long, env = "RECONCILE_GATEWAY_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub reconcile_gateway_interval: Duration,
+
+    /// Age after which a raw delivery (webhook_deliveries) is deleted by the reconciler's
+    /// pruning pass; 0 keeps them for ever.
+    #[arg(long, env = "RETAIN_DELIVERIES", default_value = "30d", value_parser = parse_retention)]
+    pub retain_deliveries: Retention,
+
+    /// Age after which processed and ignored events, and published domain events, are
+    /// deleted; 0 keeps them for ever. Dead, retrying and unpublished ones are never pruned.
+    #[arg(long, env = "RETAIN_EVENTS", default_value = "90d", value_parser = parse_retention)]
+    pub retain_events: Retention,
+
+    /// Most rows one pruning statement deletes (each is a short transaction).
+    #[arg(long, env = "PRUNE_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub prune_batch: u32,
+
+    /// Pause between two pruning statements, leaving the database to ingest.
+    #[arg(long, env = "PRUNE_PAUSE", default_value = "50ms", value_parser = parse_duration)]
+    pub prune_pause: Duration,
+}
+
+/// How long rows are kept; `None` (written `0`): for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// `0` (for ever) or a duration like `30d`, `12h`.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim() == "0" {
+        return Ok(Retention(None));
+    }
+    match parse_duration(s)? {
+        d if d.is_zero() => Ok(Retention(None)),
+        d => Ok(Retention(Some(d))),
+    }
 }
 
 impl Default for ReconcileSettings {
@@ -86,6 +119,10 @@ impl Default for ReconcileSettings {
             relay_batch: 500,
             reconcile_checks_per_pass: 100,
             reconcile_gateway_interval: Duration::from_millis(250),
+            retain_deliveries: Retention(Some(Duration::from_secs(30 * 86400))),
+            retain_events: Retention(Some(Duration::from_secs(90 * 86400))),
+            prune_batch: 1000,
+            prune_pause: Duration::from_millis(50),
         }
     }
 }
@@ -118,6 +155,17 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         reconcile: ReconcileSettings,
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_0_for_ever() {
+        assert_eq!(parse_retention("0"), Ok(Retention(None)));
+        assert_eq!(parse_retention("0s"), Ok(Retention(None)));
+        assert_eq!(
+            parse_retention("30d"),
+            Ok(Retention(Some(Duration::from_secs(30 * 86400))))
+        );
+        assert!(parse_retention("forever").is_err());
     }
 
     #[test]

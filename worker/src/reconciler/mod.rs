@@ -2,7 +2,9 @@
 //!
 //! 1. [`event_relay`]: events persisted but never published are published;
 //! 2. [`domain_relay`]: the domain outbox is published to `<prefix>.domain`, in order;
-//! 3. [`pending`]: payments pending for too long are checked with their gateway.
+//! 3. [`pending`]: payments pending for too long are checked with their gateway;
+//! 4. [`prune`]: retention: old raw deliveries, processed events and published domain events
+//!    are deleted in small batches.
 //!
 //! The steps are independent: one failing (the broker is down) does not stop the others.
 //! A pass counts `payhook_reconciler_runs_total{outcome="error"}` when a step failed on our
@@ -19,6 +21,7 @@ pub mod domain_relay;
 pub mod event_relay;
 pub mod lock;
 pub mod pending;
+pub mod prune;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +54,8 @@ pub struct Summary {
     /// Pending payments checked with their gateway, new events from their answers, and
     /// failed gateway calls.
     pub payments: pending::Checked,
+    /// Rows removed by retention.
+    pub pruned: prune::Pruned,
     /// Steps that failed on our side (PostgreSQL, RabbitMQ).
     pub failed_steps: u32,
 }
@@ -65,7 +70,11 @@ impl std::fmt::Display for Summary {
             self.payments.checked,
             self.payments.changed,
             self.payments.gateway_errors
-        )
+        )?;
+        if self.pruned.total() > 0 {
+            write!(f, "; pruned {}", self.pruned)?;
+        }
+        Ok(())
     }
 }
 
@@ -167,7 +176,7 @@ impl Reconciler {
         Ok(Some(summary))
     }
 
-    /// The three steps, each on its own; counts the run.
+    /// The four steps, each on its own; counts the run.
     pub async fn pass(&self) -> Summary {
         let mut s = Summary::default();
         match event_relay::run(self).await {
@@ -189,6 +198,21 @@ impl Reconciler {
             Err(e) => {
                 s.failed_steps += 1;
                 tracing::warn!(error = %e, "pending payment checks failed");
+            }
+        }
+        match prune::run(
+            &self.pool,
+            &self.settings,
+            false,
+            &self.shutdown,
+            &mut |_, _| {},
+        )
+        .await
+        {
+            Ok(p) => s.pruned = p,
+            Err(e) => {
+                s.failed_steps += 1;
+                tracing::warn!(error = %e, "pruning failed");
             }
         }
         let outcome = if s.failed_steps == 0 { "ok" } else { "error" };
@@ -215,7 +239,7 @@ impl Reconciler {
         .await?;
         metrics::gauge!("payhook_pending_payments").set(pending as f64);
         metrics::gauge!("payhook_outbox_oldest_unpublished_seconds").set(oldest);
-        Ok(())
+        prune::refresh_table_sizes(&self.pool).await
     }
 }
 
@@ -233,4 +257,5 @@ pub fn register_metrics() {
     }
     metrics::gauge!("payhook_pending_payments").set(0.0);
     metrics::gauge!("payhook_outbox_oldest_unpublished_seconds").set(0.0);
+    prune::register_metrics();
 }

@@ -11,5 +11,6 @@ mod gocardless_mandates;
 mod gocardless_payments;
 mod other_gateways;
 mod process;
+mod prune;
 mod reconciler;
 mod support;

@@ -587,6 +587,7 @@ pub fn fast_reconcile() -> payhook_worker::settings::ReconcileSettings {
         relay_batch: 50,
         reconcile_checks_per_pass: 100,
         reconcile_gateway_interval: Duration::from_millis(1),
+        ..Default::default()
     }
 }
 
