@@ -9,6 +9,7 @@
 //! | [`amqp`] | RabbitMQ topology and a confirmed publisher |
 //! | [`money`] | decimal amounts to integer minor units, exactly |
 //! | [`domain`] | one handler per event type: members, payments, ledger, domain outbox |
+//! | [`erasure`] | a member's right to be forgotten: personal fields cleared everywhere they are stored |
 //! | [`gateway`] | the gateways' APIs (enrichment, reconciliation) |
 //! | [`intake`] | group commit: persist deliveries, publish their events, then answer |
 //! | [`lookup`] | operator look-ups: search, timelines, counts by status, expected payments |
@@ -22,6 +23,7 @@ pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod erasure;
 pub mod gateway;
 pub mod intake;
 pub mod json;

@@ -57,6 +57,19 @@ enum Command {
     /// deliveries, processed and ignored events and published domain events in small
     /// batches; prints what it removed per table. The reconciler does the same every pass.
     Prune(PruneArgs),
+    /// Erase a member's personal data (right to be forgotten): name, email and address
+    /// cleared, the raw deliveries of the member's events deleted, the personal fields of
+    /// their stored payloads cleared; amounts, dates, statuses and the ledger stay.
+    /// Idempotent; prints what it erased.
+    Forget(ForgetArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ForgetArgs {
+    /// The member's mandate id, or email (every member with that email).
+    target: String,
+    #[command(flatten)]
+    database: DatabaseSettings,
 }
 
 #[derive(clap::Args, Debug)]
@@ -170,6 +183,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::VerifyDelivery(args)) => verify(args).await,
         Some(Command::Reparse(args)) => reparse::reparse(args).await,
         Some(Command::Prune(args)) => prune(args).await,
+        Some(Command::Forget(args)) => forget(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -240,6 +254,19 @@ async fn verify(args: VerifyDeliveryArgs) -> anyhow::Result<()> {
             anyhow::bail!("delivery {} is not verified", args.id)
         }
     }
+}
+
+/// `forget MANDATE_ID|EMAIL`: one line per member erased; exit 1 when none matches.
+async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
+    let pool = payhook_shared::db::connect_and_migrate(&args.database).await?;
+    let erased = payhook_shared::erasure::forget(&pool, &args.target).await?;
+    if erased.is_empty() {
+        anyhow::bail!("no member has that mandate id or email");
+    }
+    for e in erased {
+        println!("forget: {e}");
+    }
+    Ok(())
 }
 
 /// `prune [--dry-run]`: one retention pass, with its running count per table on stderr.

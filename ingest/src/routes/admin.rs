@@ -19,6 +19,7 @@
 //! | `GET /admin/payments?q=&limit=&cursor=` | `{"items": [payment], "next"}` |
 //! | `POST /admin/payments` | 201 with the new pending payment; 409 if it exists |
 //! | `GET /admin/members?q=&limit=&cursor=` | `{"items": [member], "next"}` |
+//! | `POST /admin/members/{id}/forget` | what was erased (`payhook_shared::erasure::Erased`); 404 for no such member |
 //! | `GET /admin/stats` | `{"events": {status: n}, "payments": {status: n}, "rejected": n}` |
 //! | `/admin/rejected…` | genuine deliveries refused for their content ([`super::rejected`]) |
 
@@ -65,6 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(register_payment)),
         )
         .service(web::resource("/admin/members").route(web::get().to(list_members)))
+        .service(web::resource("/admin/members/{id}/forget").route(web::post().to(forget_member)))
         .configure(super::rejected::configure);
 }
 
@@ -337,4 +339,24 @@ async fn list_members(
 ) -> Result<HttpResponse, AdminError> {
     let page = lookup::list_members(&state.pool, query.q(), query.page()?).await?;
     Ok(HttpResponse::Ok().json(page))
+}
+
+async fn forget_member(
+    _: Admin,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let id = path
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| AdminError::BadRequest(format!("{:?} is not a member id", path.as_str())))?;
+    let erased = payhook_shared::erasure::forget_member(&state.pool, id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no member {id}")))?;
+    tracing::info!(
+        member_id = id,
+        "member's personal data erased from the admin API"
+    );
+    Ok(HttpResponse::Ok().json(erased))
 }

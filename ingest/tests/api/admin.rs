@@ -647,3 +647,48 @@ async fn an_expected_payment_is_registered_once_as_pending() {
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[tokio::test]
+async fn forgetting_a_member_answers_what_was_erased_and_keeps_the_payment() {
+    let app = spawn_app().await;
+    app.seed_world().await;
+    let member: i64 = sqlx::query_scalar("SELECT id FROM members WHERE mandate_id = 'MD1'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .admin_post(&format!("members/{member}/forget"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["member_id"], member);
+    assert_eq!(body["mandate_id"], "MD1");
+    assert_eq!(body["member_cleared"], true);
+    let (name, email): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT name, email FROM members WHERE id = $1")
+            .bind(member)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((name, email), (None, None));
+    assert_eq!(app.count("payments").await, 1);
+
+    let (_, again) = app
+        .admin_post(&format!("members/{member}/forget"), None)
+        .await;
+    assert_eq!(again["member_cleared"], false, "idempotent: {again}");
+    assert_eq!(again["payloads_cleared"], 0);
+}
+
+#[tokio::test]
+async fn forgetting_refuses_a_bad_id_an_unknown_member_and_a_missing_token() {
+    let app = spawn_app().await;
+    assert_eq!(app.admin_post("members/abc/forget", None).await.0, 400);
+    assert_eq!(app.admin_post("members/99/forget", None).await.0, 404);
+    let res = app
+        .client
+        .post(app.admin_url("members/1/forget"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

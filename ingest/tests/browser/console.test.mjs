@@ -1,7 +1,8 @@
 // The ops console in a real headless browser (Debian's chromium through playwright-core):
 // enter the token once, search a payment reference, replay its dead event, see the status
 // change; then a genuine GoCardless delivery payhook cannot read shows up under Rejected, its
-// body can be read, and Reparse says it is still rejected. Run by run.sh, which starts ingest
+// body can be read, and Reparse says it is still rejected; last, a member is forgotten after a
+// confirmation and her name and email disappear. Run by run.sh, which starts ingest
 // with a seeded database and sets:
 //   CONSOLE_URL    http://127.0.0.1:<ops port>/admin/
 //   ADMIN_TOKEN    the PAYHOOK_ADMIN_TOKEN ingest runs with
@@ -149,6 +150,20 @@ try {
   check((await after.locator(".badge").innerText()).trim() === "waiting", "it still waits for a reparse");
   check(await after.locator("button.reparse").isEnabled(), "it can be reparsed again after an upgrade");
   check((await page.locator('#stats [data-status="rejected"] .n').innerText()) === "1", "still counted");
+
+  step = "forget a member: confirm, then her name and email are gone";
+  await page.locator("#q").fill("MD0001");
+  await page.locator("#search").click();
+  const member = page.locator("#members tbody tr").first();
+  await member.waitFor();
+  check((await member.innerText()).includes("Ada Lovelace"), "the member is found with her name");
+  let asked = "";
+  page.once("dialog", (d) => { asked = d.message(); d.accept(); });
+  await member.locator("button.forget").click();
+  await page.waitForFunction(() => /member \d+ erased/.test(document.querySelector("#message")?.textContent ?? ""));
+  check(asked.includes("cannot be undone"), `the operator is asked first: ${asked}`);
+  await page.waitForFunction(() => !(document.querySelector("#members tbody tr")?.textContent ?? "Ada").includes("Ada"));
+  check(!(await page.locator("#members tbody tr").first().innerText()).includes("ada@example.org"), "her email is gone");
 
   step = "screenshot";
   await page.screenshot({ path: screenshot, fullPage: true });

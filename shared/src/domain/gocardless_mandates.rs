@@ -60,7 +60,8 @@ pub(super) async fn created(
     // Real GoCardless events carry ids only; whatever the metadata lacks comes from the API.
     // Without a token, what the metadata has is the member; with nothing at all there is no
     // member to make, and the event retries (its message names GOCARDLESS_API_TOKEN).
-    if !details.is_complete() {
+    // An erased member gets back only what an event carries anew, never what the API knows.
+    if !details.is_complete() && !members::is_erased(conn, &mandate).await? {
         match fetch_details(ctx, &mandate).await {
             Ok(fetched) => details = details.or(fetched),
             Err(DomainError::Transient(_))

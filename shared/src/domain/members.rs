@@ -148,6 +148,16 @@ pub async fn find(
     .await
 }
 
+/// Whether the member of `mandate_id` had its personal data erased ([`crate::erasure`]).
+pub async fn is_erased(conn: &mut PgConnection, mandate_id: &str) -> Result<bool, sqlx::Error> {
+    let erased: Option<bool> =
+        sqlx::query_scalar("SELECT erased_at IS NOT NULL FROM members WHERE mandate_id = $1")
+            .bind(mandate_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(erased.unwrap_or(false))
+}
+
 /// Creates the member of `mandate_id` or fills in its details (known values win over
 /// missing ones). `active_since`: the time of an event saying the mandate is active
 /// (`mandates.created`); `None` when the details come from elsewhere.

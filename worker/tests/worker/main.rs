@@ -6,6 +6,7 @@ mod arrival_order;
 mod batches;
 mod cli;
 mod delivery;
+mod erasure;
 mod failures;
 mod gocardless_mandates;
 mod gocardless_payments;
