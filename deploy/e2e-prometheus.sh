@@ -81,9 +81,16 @@ done
 if [ -z "$value" ] || ! [ "${value%.*}" -gt 0 ] 2>/dev/null; then
   log "Prometheus never saw $query > 0"; cat "$work/prometheus.log" >&2; exit 1
 fi
-up=$(curl -fsS "http://127.0.0.1:$prom/api/v1/query" --data-urlencode 'query=sum(up)' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["result"][0]["value"][1])')
-[ "$up" = 2 ] || { log "expected both targets up, got up=$up"; exit 1; }
+# A scrape times out after the 1 s interval: on a loaded machine one debug build may miss a
+# scrape now and then, so wait (bounded) for both targets to answer the same round.
+up=""
+for _ in $(seq 1 30); do
+  up=$(curl -fsS "http://127.0.0.1:$prom/api/v1/query" --data-urlencode 'query=sum(up)' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["result"][0]["value"][1])' 2>/dev/null || true)
+  [ "$up" = 2 ] && break
+  sleep 1
+done
+[ "$up" = 2 ] || { log "expected both targets up, got up=$up"; cat "$work/prometheus.log" >&2; exit 1; }
 echo "ok    a real Prometheus scraped ingest and worker: $query = $value, up = $up"
 
 curl -fsS "http://127.0.0.1:$ops/metrics" >"$work/ingest.metrics"
