@@ -80,7 +80,15 @@ async fn an_older_integrations_path_refuses_what_payhooks_refuses() {
             .unwrap();
         assert_eq!(res.status(), 405, "{path}");
     }
-    app.assert_nothing_persisted().await;
+    // The forged bodies are never kept; the genuine unreadable one is, as on payhook's paths:
+    // one row per gateway, an attempt per path it was sent to.
+    app.assert_nothing_accepted().await;
+    let kept = app.rejected().await;
+    assert!(kept.iter().all(|r| r.1 == b"not json"), "{kept:?}");
+    assert_eq!(
+        kept.iter().map(|r| r.3 as usize).sum::<usize>(),
+        LEGACY.len()
+    );
 }
 
 #[tokio::test]
