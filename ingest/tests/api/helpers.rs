@@ -67,6 +67,17 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(env, config).await
 }
 
+/// An app whose PostgreSQL connections go through a proxy the test can cut (answers within
+/// 5 s when it is cut).
+pub async fn app_behind_database_proxy() -> (TestApp, payhook_shared::testing::Proxy) {
+    let env = TestEnv::new();
+    let proxy = payhook_shared::testing::Proxy::start(env.database_target()).await;
+    let mut config = test_config(&env);
+    config.database = env.database_via(&proxy);
+    config.ingest.ingest_timeout = Duration::from_secs(5);
+    (spawn_app_with(env, config).await, proxy)
+}
+
 pub async fn spawn_app_with(env: TestEnv, config: IngestConfig) -> TestApp {
     payhook_shared::telemetry::init_logging();
     let tls = config.ingest.ingest_tls_cert.is_some();

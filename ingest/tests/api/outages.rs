@@ -103,12 +103,7 @@ async fn accept_without_broker_answers_2xx_once_stored_and_leaves_the_event_for_
 
 #[tokio::test]
 async fn database_down_answers_503() {
-    let env = TestEnv::new();
-    let proxy = Proxy::start(env.database_target()).await;
-    let mut config = test_config(&env);
-    config.database = env.database_via(&proxy);
-    config.ingest.ingest_timeout = Duration::from_secs(5);
-    let app = spawn_app_with(env, config).await;
+    let (app, proxy) = app_behind_database_proxy().await;
     proxy.cut();
     let res = app
         .send(Gateway::GoCardless, &Gateway::GoCardless.sample("EV1"))
@@ -125,11 +120,7 @@ async fn database_down_answers_503() {
 
 #[tokio::test]
 async fn ingest_recovers_by_itself_when_the_database_comes_back() {
-    let env = TestEnv::new();
-    let proxy = Proxy::start(env.database_target()).await;
-    let mut config = test_config(&env);
-    config.database = env.database_via(&proxy);
-    let app = spawn_app_with(env, config).await;
+    let (app, proxy) = app_behind_database_proxy().await;
     proxy.cut();
     assert_eq!(
         app.send(Gateway::PayQi, &Gateway::PayQi.sample("a"))

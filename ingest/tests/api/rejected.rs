@@ -3,9 +3,6 @@
 //! the admin API; a forged one is never kept; if it cannot be kept, the answer is 503.
 //! (Every content refusal of the bad-input matrix also asserts its row: `bad_input.rs`.)
 
-use std::time::Duration;
-
-use payhook_shared::testing::{Proxy, TestEnv};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -90,12 +87,7 @@ async fn a_forged_unreadable_body_is_never_kept() {
 
 #[tokio::test]
 async fn a_rejected_body_that_cannot_be_kept_is_answered_503_so_the_gateway_retries() {
-    let env = TestEnv::new();
-    let proxy = Proxy::start(env.database_target()).await;
-    let mut config = test_config(&env);
-    config.database = env.database_via(&proxy);
-    config.ingest.ingest_timeout = Duration::from_secs(5);
-    let app = spawn_app_with(env, config).await;
+    let (app, proxy) = app_behind_database_proxy().await;
     proxy.cut();
     let res = app.send(Gateway::PayQi, "[]").await;
     assert_eq!(

@@ -187,6 +187,19 @@ async fn retention_0_keeps_for_ever_and_small_batches_walk_the_whole_table() {
     );
 }
 
+/// PM1's status and amount, the ledger rows and the domain events: what a resend must not
+/// change.
+async fn money_rows(h: &Harness) -> (String, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT p.status, p.amount_minor, (SELECT count(*) FROM transactions),
+                (SELECT count(*) FROM domain_outbox)
+         FROM payments p WHERE external_id = 'PM1'",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_payment_event_delivered_again_after_it_was_pruned_changes_nothing() {
     let mut h = Harness::start().await;
@@ -202,14 +215,7 @@ async fn a_payment_event_delivered_again_after_it_was_pruned_changes_nothing() {
     let first = h.deliver("gocardless", &body).await;
     h.wait_processed(&first).await;
     h.stop_workers().await;
-    let before: (String, i64, i64, i64) = sqlx::query_as(
-        "SELECT p.status, p.amount_minor, (SELECT count(*) FROM transactions),
-                (SELECT count(*) FROM domain_outbox)
-         FROM payments p WHERE external_id = 'PM1'",
-    )
-    .fetch_one(&h.pool)
-    .await
-    .unwrap();
+    let before = money_rows(&h).await;
     sqlx::query("UPDATE webhook_events SET received_at = now() - interval '100 days'")
         .execute(&h.pool)
         .await
@@ -222,14 +228,7 @@ async fn a_payment_event_delivered_again_after_it_was_pruned_changes_nothing() {
     let again = h.deliver("gocardless", &body).await;
     assert_ne!(again, first, "a new row: the old one is gone");
     h.wait_processed(&again).await;
-    let after: (String, i64, i64, i64) = sqlx::query_as(
-        "SELECT p.status, p.amount_minor, (SELECT count(*) FROM transactions),
-                (SELECT count(*) FROM domain_outbox)
-         FROM payments p WHERE external_id = 'PM1'",
-    )
-    .fetch_one(&h.pool)
-    .await
-    .unwrap();
+    let after = money_rows(&h).await;
     assert_eq!(after, before, "no payment, ledger or domain event change");
 }
 
