@@ -53,13 +53,17 @@ pub async fn run(r: &Reconciler) -> anyhow::Result<u64> {
     Ok(relayed)
 }
 
+/// The events due, skipping any a worker holds: it is applying that event right now (its
+/// message arrived; our stamp skipped the row it had locked, see `intake::mark_published`),
+/// and publishing it again would only hand the worker a duplicate.
 async fn due(pool: &PgPool, r: &Reconciler, after: i64) -> Result<Vec<EventMessage>, sqlx::Error> {
     let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT id, provider, external_id, event_type FROM webhook_events
          WHERE id > $2
            AND ((published_at IS NULL AND status = 'received' AND received_at < now() - $1::interval)
              OR (retry_due < now() - $1::interval - interval '10 seconds' AND status = 'retrying'))
-         ORDER BY id LIMIT $3",
+         ORDER BY id LIMIT $3
+         FOR UPDATE SKIP LOCKED",
     )
     .bind(r.settings.relay_after)
     .bind(after)

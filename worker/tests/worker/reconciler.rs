@@ -586,3 +586,46 @@ async fn stored_retrying(h: &Harness, reference: &str, due: &str) -> Vec<i64> {
     .unwrap();
     ids
 }
+
+#[tokio::test]
+async fn the_relay_leaves_alone_an_unstamped_event_a_worker_is_applying() {
+    use sqlx::Connection;
+    let h = Harness::without_worker().await;
+    let ids = h
+        .store("paystack", &paystack_charge("ps-held-1", 1, 100))
+        .await;
+    h.unpublish(&ids).await;
+    // A worker's batch holds the row (ingest's stamp skipped it): the event is in hand.
+    let mut worker = sqlx::PgConnection::connect(&h.env.database.database_url)
+        .await
+        .unwrap();
+    let mut held = worker.begin().await.unwrap();
+    sqlx::query("SELECT id FROM webhook_events WHERE id = $1 FOR UPDATE")
+        .bind(ids[0])
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let relay = || {
+        let (db, amqp, prefix) = (
+            h.env.database.database_url.clone(),
+            h.env.broker.amqp_url.clone(),
+            h.env.broker.amqp_prefix.clone(),
+        );
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_payhook-worker"))
+            .args(["reconcile", "--once"])
+            .env("DATABASE_URL", db)
+            .env("AMQP_URL", amqp)
+            .env("PAYHOOK_AMQP_PREFIX", prefix)
+            .env("RELAY_AFTER", "0s")
+            .output()
+    };
+    let out = relay().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("reconcile: relayed 0 event(s)"), "{stdout}");
+    assert_eq!(h.env.queue_len(&h.env.names().events_queue()).await, 0);
+    // Released unfinished (its transaction rolled back): relayed next time.
+    held.rollback().await.unwrap();
+    let out = relay().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("reconcile: relayed 1 event(s)"), "{stdout}");
+}
