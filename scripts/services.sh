@@ -18,6 +18,18 @@
 # repository); PAYHOOK_PG_PORT, PAYHOOK_AMQP_PORT and PAYHOOK_DIST_PORT override the ports.
 set -euo pipefail
 
+# The clustered setup (three RabbitMQ nodes, a PostgreSQL primary + standby behind one
+# read-write address, and the faults of scripts/chaos --cluster) is scripts/cluster.sh:
+#   scripts/services.sh up|down|env|status --cluster [--stack NAME] [--async]
+#   scripts/services.sh rabbit-leader|rabbit-kill|rabbit-restart|pg-kill-primary|pg-promote|pg-rejoin-old-primary ...
+for arg in "$@"; do
+  if [ "$arg" = --cluster ]; then exec "$(dirname "$0")/cluster.sh" "$@"; fi
+done
+case "${1:-}" in
+  rabbit-leader|rabbit-kill|rabbit-restart|rabbit-quorum-status|rabbit-declare-quorum|pg-kill-primary|pg-promote|pg-rejoin-old-primary)
+    exec "$(dirname "$0")/cluster.sh" "$@" ;;
+esac
+
 cmd=${1:-up}
 shift || true
 stack=dev
