@@ -90,7 +90,7 @@ pub struct ReconcileSettings {
     pub prune_batch: u32,
 
     /// Pause between two pruning statements, leaving the database to ingest.
-    #[arg(long, env = "PRUNE_PAUSE", default_value = "50ms", value_parser = parse_duration)]
+    #[arg(long, env = "PRUNE_PAUSE", default_value = "200ms", value_parser = parse_duration)]
     pub prune_pause: Duration,
 }
 
@@ -122,7 +122,7 @@ impl Default for ReconcileSettings {
             retain_deliveries: Retention(Some(Duration::from_secs(30 * 86400))),
             retain_events: Retention(Some(Duration::from_secs(90 * 86400))),
             prune_batch: 1000,
-            prune_pause: Duration::from_millis(50),
+            prune_pause: Duration::from_millis(200),
         }
     }
 }

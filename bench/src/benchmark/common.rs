@@ -15,6 +15,10 @@ pub const TUNABLES: &[&str] = &[
     "WORKER_CONCURRENCY",
     "WORKER_BATCH_MAX",
     "WORKER_PREFETCH",
+    "RETAIN_DELIVERIES",
+    "RETAIN_EVENTS",
+    "PRUNE_BATCH",
+    "PRUNE_PAUSE",
 ];
 
 /// Progress lines go to stderr (the report goes to stdout).

@@ -2,12 +2,14 @@
 //!
 //! | module | what it is for |
 //! | --- | --- |
-//! | [`realistic`] | the default (issue 11): the realistic mix, drain, ingest alone, end to end with CPU per event; `--peer` side by side with the Flask + Celery app |
+//! | [`realistic`] | the default (issue 11): the realistic mix, drain, ingest alone, end to end with CPU per event; `--peer` side by side with the Flask + Celery app; then retention under load (issue 15) |
 //! | [`friendly`] | issue 7's suite (`--workload friendly`): `payments.created` only, the pgbench floor, cost growth |
 //! | [`common`] | what both share: database life, machine, settings, targets |
+//! | [`history`] | old rows stored with SQL: the cost-growth step's, the retention step's |
 
 pub mod common;
 mod friendly;
+pub mod history;
 mod realistic;
 
 use std::path::PathBuf;
@@ -21,14 +23,15 @@ use common::say;
 /// interleaved and out of order, payments before their mandate, 5 % verbatim re-sends, no
 /// gateway API token), measured as ingest alone, a drain from a full queue with 1 worker, and
 /// ingest + 1 worker end to end at 32 connections, with CPU seconds per processed event for
-/// each component. Exits 1 if any accepted event is missing or dead at the end, or any
-/// delivery was refused. Run it through scripts/bench, which builds the release binaries and
+/// each component; then retention under load: old rows pruned by `payhook-worker prune` while
+/// ingest is measured again (`--prune-rows`). Exits 1 if any accepted event is missing or dead
+/// at the end, or any delivery was refused. Run it through scripts/bench, which builds the release binaries and
 /// starts the private bench stack (PostgreSQL 127.0.0.1:56432, RabbitMQ 127.0.0.1:56672).
 #[derive(Parser, Debug)]
 #[command(name = "payhook-bench", args_override_self = true)]
 pub struct Args {
     /// CI smoke size, a few seconds per step (realistic: 3,000-event drain, 1 s warm-up and
-    /// 5 s steady end to end; friendly: 2 s steps, 2,000-event drains, 100,000 stored events).
+    /// 5 s steady end to end and in each retention period, 100,000 rows pruned; friendly: 2 s steps, 2,000-event drains, 100,000 stored events).
     /// Its figures are not comparable with a full run's.
     #[arg(long)]
     pub quick: bool,
@@ -58,10 +61,12 @@ pub struct Args {
     /// Concurrent keep-alive connections of the load.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Seconds of the end-to-end steady period (default 30; --quick 5).
+    /// Seconds of the end-to-end steady period, and the least of each retention period
+    /// (default 30; --quick 5).
     #[arg(long)]
     pub steady_secs: Option<u64>,
-    /// Seconds of load before the steady period starts counting (default 5; --quick 1).
+    /// Seconds of load before a steady period starts counting, or before the prune starts
+    /// (default 5; --quick 1).
     #[arg(long)]
     pub warmup_secs: Option<u64>,
     /// Events in each drain backlog (realistic default 30,000, --quick 3,000; friendly
@@ -90,6 +95,16 @@ pub struct Args {
     /// 100,000).
     #[arg(long)]
     pub stored_events: Option<u64>,
+    /// Old rows the retention step stores before it measures ingest without, then while,
+    /// `payhook-worker prune` deletes them: raw deliveries and their processed events (about
+    /// 100 days old, bodies the size of the mix's), counted together (default 1,000,000;
+    /// --quick 100,000; 0 skips the step). The realistic workloads only.
+    #[arg(long)]
+    pub prune_rows: Option<u64>,
+    /// Run the retention step alone (a fresh database, the chosen realistic mix), without the
+    /// suite's other steps.
+    #[arg(long)]
+    pub prune_only: bool,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -145,6 +160,9 @@ pub async fn main(args: Args) -> ExitCode {
     let result = match args.workload {
         WorkloadArg::Friendly if args.peer.is_some() => Err(anyhow::anyhow!(
             "--peer runs with the realistic workloads only (the peer does not do issue 7's steps)"
+        )),
+        WorkloadArg::Friendly if args.prune_only => Err(anyhow::anyhow!(
+            "--prune-only runs with the realistic workloads only"
         )),
         WorkloadArg::Friendly => friendly::run(&args).await,
         _ => realistic::run(&args).await,

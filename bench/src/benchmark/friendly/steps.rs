@@ -1,5 +1,5 @@
 //! Issue 7's measuring steps: the PostgreSQL floor (pgbench), ingest alone at one load point,
-//! and the stored history for the cost-growth step.
+//! and the stored history for the cost-growth step (stored by [`crate::benchmark::history`]).
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use super::report::{FloorRow, IngestRow};
 use super::{Bench, SECRET};
 use crate::benchmark::common::{checkpoint, say};
-use crate::human;
+use crate::benchmark::history::{self, History};
 use crate::load::{self, Fresh, Load, Secrets, Stop};
 use crate::procs;
 
@@ -203,56 +203,17 @@ impl Bench {
 
     /// Stores `events` processed events (10 per delivery) with plain SQL, as months of history.
     pub(super) async fn seed(&mut self, events: u64) -> anyhow::Result<()> {
-        let deliveries = events.div_ceil(10);
-        let chunk = 10_000u64;
-        let event = load::gocardless_event("@@", 0);
-        say(format!(
-            "storing {} events with SQL",
-            human(deliveries * 10)
-        ));
-        let t = Instant::now();
-        let mut done = 0;
-        while done < deliveries {
-            let n = chunk.min(deliveries - done);
-            sqlx::query(
-                "WITH d AS (
-                   INSERT INTO webhook_deliveries (provider, received_at, headers, body)
-                   SELECT 'gocardless', now() - make_interval(secs => g),
-                          '{\"content-type\": \"application/json\", \"user-agent\": \"gocardless-webhooks-service/1.1\"}'::jsonb,
-                          convert_to('{\"events\":[' || repeat(replace($1, '@@', 'H' || $2::bigint + g) || ',', 9)
-                                     || replace($1, '@@', 'H' || $2::bigint + g) || ']}', 'UTF8')
-                   FROM generate_series(1, $3::bigint) g
-                   RETURNING id, received_at)
-                 INSERT INTO webhook_events (delivery_id, provider, external_id, event_type, resource_id,
-                                             payload, status, attempts, occurred_at, received_at,
-                                             published_at, processed_at)
-                 SELECT d.id, 'gocardless', 'EVH' || d.id || '-' || i, 'payments.created',
-                        'PMH' || d.id || '-' || i, replace($1, '@@', 'H' || d.id || '-' || i)::jsonb,
-                        'processed', 1, d.received_at, d.received_at, d.received_at, d.received_at
-                 FROM d CROSS JOIN generate_series(0, 9) i",
-            )
-            .bind(&event)
-            .bind(done as i64)
-            .bind(n as i64)
-            .execute(&self.pool)
-            .await?;
-            done += n;
-            say(format!(
-                "  … {} events ({:.0} s)",
-                human(done * 10),
-                t.elapsed().as_secs_f64()
-            ));
-        }
-        self.seeded_deliveries += deliveries;
-        self.seeded_events += deliveries * 10;
-        say("  VACUUM ANALYZE, CHECKPOINT");
-        sqlx::query("VACUUM ANALYZE webhook_deliveries")
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("VACUUM ANALYZE webhook_events")
-            .execute(&self.pool)
-            .await?;
-        checkpoint(&self.pool).await?;
+        let stored = history::store(
+            &self.pool,
+            &History {
+                deliveries: events.div_ceil(10),
+                events_per_delivery: 10,
+                newest_age: Duration::ZERO,
+            },
+        )
+        .await?;
+        self.seeded_deliveries += stored.deliveries;
+        self.seeded_events += stored.events;
         Ok(())
     }
 }

@@ -16,6 +16,9 @@
 //! events dead or missing (and the chaos run's checks on the same model); any of those, or a
 //! refused delivery, fails the run. Targets are reported, never asserted.
 //!
+//! Then, on a database of its own, [`retention`]: old rows pruned by `payhook-worker prune`
+//! while ingest is measured against the same load without pruning (issue 15).
+//!
 //! | module | what it is for |
 //! | --- | --- |
 //! | [`system`] | a system under test as the steps see it; payhook's processes |
@@ -23,9 +26,11 @@
 //! | [`steps`] | fill + drain, end to end, settle: the same for both |
 //! | [`targets`] | issue 11's targets, and what the CPU per event allows on this machine |
 //! | [`report`] | the rows, the verdict, the markdown |
+//! | [`retention`] | issue 15: ingest while `payhook-worker prune` deletes old rows, against ingest without |
 
 mod peer;
 mod report;
+mod retention;
 mod steps;
 mod system;
 mod targets;
@@ -134,7 +139,25 @@ async fn step_set<S: System>(
     })
 }
 
-/// Runs the suite; whether the verdict passed.
+/// Where the CPU breakdown finds PostgreSQL and RabbitMQ.
+fn probe(args: &Args) -> CpuProbe {
+    let probe = CpuProbe {
+        postmaster: args
+            .pg_data
+            .as_ref()
+            .and_then(|d| procs::pid_from_file(&d.join("postmaster.pid"))),
+        rabbit: args
+            .rabbit_pid_file
+            .as_deref()
+            .and_then(procs::pid_from_file),
+    };
+    if probe.postmaster.is_none() || probe.rabbit.is_none() {
+        say("no PostgreSQL data directory or RabbitMQ pid file: their CPU reads 0 (use scripts/bench)");
+    }
+    probe
+}
+
+/// Runs the suite (with `--prune-only`, the retention step alone); whether the verdict passed.
 pub async fn run(args: &Args) -> anyhow::Result<bool> {
     let started = Instant::now();
     let quick = args.quick;
@@ -159,6 +182,9 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         }
     }
     std::fs::create_dir_all(&args.log_dir)?;
+    if args.prune_only {
+        return retention::run_alone(args, &probe(args)).await;
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let unix = now.as_secs();
     let seed = args.seed.unwrap_or(now.as_nanos() as u64 % 1_000_000_007);
@@ -193,19 +219,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
     )
     .await?;
     say(format!("payhook-ingest ready on {}", payhook.ingest_addr));
-    let probe = CpuProbe {
-        postmaster: args
-            .pg_data
-            .as_ref()
-            .and_then(|d| procs::pid_from_file(&d.join("postmaster.pid"))),
-        rabbit: args
-            .rabbit_pid_file
-            .as_deref()
-            .and_then(procs::pid_from_file),
-    };
-    if probe.postmaster.is_none() || probe.rabbit.is_none() {
-        say("no PostgreSQL data directory or RabbitMQ pid file: their CPU reads 0 (use scripts/bench)");
-    }
+    let probe = probe(args);
     let load_start = loadavg();
 
     // payhook alone on the chosen mix.
@@ -323,6 +337,26 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         payhook: payhook_verdict,
         peer: peer_verdict,
     };
+    // The suite's processes stop before the retention step, which runs its own.
+    payhook.stop().await?;
+    // A failed retention step still leaves the suite's report to print; its error ends the
+    // run afterwards.
+    let (retention, retention_error) = match retention::Plan::new(args) {
+        Some(plan) => {
+            let suite = retention::Suite {
+                args,
+                mix: main_mix,
+                seed,
+                unix,
+                probe: &probe,
+            };
+            match retention::step(&suite, &plan).await {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e)),
+            }
+        }
+        None => (None, None),
+    };
     let machine = Machine::read(
         pg_version,
         args.rabbitmq_version.clone(),
@@ -353,6 +387,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         verdict,
         targets,
         reach,
+        retention,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     println!("{}", report.markdown());
@@ -361,7 +396,6 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
             .with_context(|| format!("writing {}", path.display()))?;
         say(format!("JSON written to {}", path.display()));
     }
-    payhook.stop().await?;
     let ok = report.verdict.ok;
     for db in std::iter::once(db_name).chain(peer_db) {
         if ok && !args.keep_db {
@@ -371,7 +405,10 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         }
     }
     say(format!("done in {:.0} s", started.elapsed().as_secs_f64()));
-    Ok(ok)
+    if let Some(e) = retention_error {
+        return Err(e.context("the retention step"));
+    }
+    Ok(ok && report.retention.as_ref().is_none_or(|r| r.ok))
 }
 
 /// payhook's verdict over everything its streams sent: the model joined, then the checks.

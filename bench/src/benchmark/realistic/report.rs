@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::retention::Retention;
 use super::steps::StepPlan;
 use super::system::Backlog;
 use crate::benchmark::common::{Machine, Target};
@@ -255,6 +256,8 @@ pub struct Report {
     pub targets: Vec<Target>,
     /// Where a target is out of reach: what the CPU per event allows on this machine.
     pub reach: Vec<String>,
+    /// Issue 15's step, unless `--prune-rows 0`.
+    pub retention: Option<Retention>,
     pub elapsed_s: f64,
 }
 
@@ -400,6 +403,10 @@ impl Report {
             let _ = writeln!(t);
         }
         self.verdict_section(&mut t);
+        if let Some(r) = &self.retention {
+            let _ = writeln!(t);
+            r.markdown(&mut t, m.nproc);
+        }
         t
     }
 
