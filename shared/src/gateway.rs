@@ -9,6 +9,10 @@
 //! refusal or an answer we cannot read is [`GatewayError::Permanent`]; a gateway without a
 //! token is [`GatewayError::NotConfigured`] (no call made). Messages carry the
 //! method, path and status, never a token or a response body (it may hold personal data).
+//!
+//! GoCardless's Bank Account Data API (bank transactions) has its own client in
+//! [`crate::bank_api`], reached as [`Gateways::bank`]; it classifies answers with the same
+//! functions as here.
 
 use std::time::Duration;
 
@@ -16,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::bank_api::BankApi;
 use crate::config::{parse_duration, token_from_env};
 use crate::money;
 
@@ -52,6 +57,27 @@ pub struct GatewaySettings {
     /// PayQI API base URL (reconciliation).
     #[arg(long, env = "PAYQI_API_URL", default_value = "https://api.payqi.com")]
     pub payqi_api_url: String,
+
+    /// GoCardless Bank Account Data API base URL (bank transactions that arrive as ids only).
+    /// Its secrets, GOCARDLESS_BANK_SECRET_ID and GOCARDLESS_BANK_SECRET_KEY, come from the
+    /// environment only.
+    #[arg(
+        long,
+        env = "GOCARDLESS_BANK_API_URL",
+        default_value = "https://bankaccountdata.gocardless.com"
+    )]
+    pub gocardless_bank_api_url: String,
+
+    /// Least time between two calls to the Bank Account Data API from one process: its rate
+    /// limits are tight (100 account calls a minute per company, 100 tokens an hour, and banks
+    /// may allow as few as four transaction calls per account a day), so calls wait their turn.
+    #[arg(long, env = "BANK_API_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub bank_api_interval: Duration,
+
+    /// How long one bank account's transaction list is reused, so that many transaction
+    /// events for one account cost one call; 0 asks the API every time.
+    #[arg(long, env = "BANK_API_CACHE", default_value = "60s", value_parser = parse_duration)]
+    pub bank_api_cache: Duration,
 
     /// Longest a gateway API call may take before it counts as a transient failure.
     #[arg(long, env = "GATEWAY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -133,28 +159,51 @@ impl Api {
         if let Some((name, value)) = self.extra_header {
             req = req.header(name, value);
         }
-        let resp = req.send().await.map_err(|e| {
-            // No URL in the message: it is ours, and a query string may hold a reference.
-            GatewayError::Transient(format!("{what}: {}", e.without_url()))
-        })?;
+        let resp = send(&what, req).await?;
         let status = resp.status();
-        if status.is_success() {
-            return resp.bytes().await.map(|b| b.to_vec()).map_err(|e| {
-                GatewayError::Transient(format!("{what}: reading the answer: {}", e.without_url()))
-            });
+        if !status.is_success() {
+            return Err(refusal(&what, status));
         }
-        let msg = format!("{what}: HTTP {}", status.as_u16());
-        Err(if status == reqwest::StatusCode::NOT_FOUND {
-            GatewayError::NotFound(msg)
-        } else if status.is_server_error()
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-        {
-            GatewayError::Transient(msg)
-        } else {
-            GatewayError::Permanent(msg)
-        })
+        answer_body(&what, resp).await
     }
+}
+
+/// Sends a call; failing to get an answer at all (connection, timeout) is transient. `what`
+/// (gateway, method, path) starts every message.
+pub(crate) async fn send(
+    what: &str,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, GatewayError> {
+    req.send().await.map_err(|e| {
+        // No URL in the message: it is ours, and a query string may hold a reference.
+        GatewayError::Transient(format!("{what}: {}", e.without_url()))
+    })
+}
+
+/// The error for an answer that is not a 2xx: 404 is an answer about the id, 5xx, 429 and
+/// 408 may pass, anything else will not. Only the status: a body may hold personal data.
+pub(crate) fn refusal(what: &str, status: reqwest::StatusCode) -> GatewayError {
+    let msg = format!("{what}: HTTP {}", status.as_u16());
+    if status == reqwest::StatusCode::NOT_FOUND {
+        GatewayError::NotFound(msg)
+    } else if status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+    {
+        GatewayError::Transient(msg)
+    } else {
+        GatewayError::Permanent(msg)
+    }
+}
+
+/// The body of a 2xx answer; a body cut short (timeout, connection lost) is transient.
+pub(crate) async fn answer_body(
+    what: &str,
+    resp: reqwest::Response,
+) -> Result<Vec<u8>, GatewayError> {
+    resp.bytes().await.map(|b| b.to_vec()).map_err(|e| {
+        GatewayError::Transient(format!("{what}: reading the answer: {}", e.without_url()))
+    })
 }
 
 /// Every gateway's API client.
@@ -164,10 +213,13 @@ pub struct Gateways {
     pub paystack: PaystackApi,
     pub flutterwave: FlutterwaveApi,
     pub payqi: PayQiApi,
+    /// GoCardless Bank Account Data (bank transactions), paced and cached per process.
+    pub bank: BankApi,
 }
 
 impl Gateways {
-    /// Clients for every gateway; tokens from `<PROVIDER>_API_TOKEN`.
+    /// Clients for every gateway; tokens from `<PROVIDER>_API_TOKEN`, the bank data API's
+    /// secrets from `GOCARDLESS_BANK_SECRET_ID` / `GOCARDLESS_BANK_SECRET_KEY`.
     pub fn from_settings(settings: &GatewaySettings) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(settings.gateway_timeout)
@@ -201,13 +253,20 @@ impl Gateways {
                 "FLUTTERWAVE_API_TOKEN",
             )),
             payqi: PayQiApi(api("payqi", &settings.payqi_api_url, "PAYQI_API_TOKEN")),
+            bank: BankApi::new(
+                client.clone(),
+                &settings.gocardless_bank_api_url,
+                crate::bank_api::secrets_from_env(),
+                settings.bank_api_interval,
+                settings.bank_api_cache,
+            ),
         })
     }
 
     /// The token variables that are not set, one per gateway whose API is therefore off
     /// (enrichment and reconciliation of that gateway are skipped).
     pub fn missing_tokens(&self) -> Vec<String> {
-        [
+        let mut missing: Vec<String> = [
             &self.gocardless.0,
             &self.paystack.0,
             &self.flutterwave.0,
@@ -216,7 +275,11 @@ impl Gateways {
         .into_iter()
         .filter(|api| api.token.is_none())
         .map(Api::token_var)
-        .collect()
+        .collect();
+        if !self.bank.is_configured() {
+            missing.push(crate::bank_api::SECRET_VARS.to_owned());
+        }
+        missing
     }
 
     /// Whether `provider`'s API has a token (the reconciler asks only those).
@@ -267,7 +330,7 @@ pub struct RemotePayment {
     pub gateway_id: Option<String>,
 }
 
-fn percent(s: &str) -> String {
+pub(crate) fn percent(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

@@ -11,6 +11,8 @@
 //! | [`domain`] | one handler per event type: members, payments, ledger, domain outbox |
 //! | [`erasure`] | a member's right to be forgotten: personal fields cleared everywhere they are stored |
 //! | [`gateway`] | the gateways' APIs (enrichment, reconciliation) |
+//! | `bank_api` | GoCardless's Bank Account Data API (token, pacing): bank transactions by id |
+//! | [`bank`] | bank transactions and their matches, for operators (matching: `domain::bank_matching`) |
 //! | [`intake`] | group commit: persist deliveries, publish their events, then answer |
 //! | [`lookup`] | operator look-ups: search, timelines, counts by status, expected payments |
 //! | [`rejected`] | genuine deliveries payhook could not read: kept, listed, reparsed |
@@ -20,6 +22,8 @@
 //! | `testing` | test support: a database and AMQP prefix per test, fault-injecting proxy |
 
 pub mod amqp;
+pub mod bank;
+pub mod bank_api;
 pub mod config;
 pub mod db;
 pub mod domain;

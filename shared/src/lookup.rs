@@ -292,6 +292,16 @@ const PAYMENT_COLUMNS: &str = "p.id, p.provider, p.external_id, p.reference, p.m
     p.mandate_id, p.amount_minor, p.currency, p.status, p.failure_reason, p.metadata,
     p.created_at, p.updated_at";
 
+/// The payment with payhook's id `id`.
+pub async fn payment_by_id(pool: &PgPool, id: i64) -> Result<Option<PaymentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Payments whose reference, external id or mandate id is `q`, or whose member's email is
 /// `q` (case-insensitive); every payment when `q` is `None`. Newest first.
 pub async fn list_payments(
@@ -352,11 +362,17 @@ pub struct Timeline {
     pub members: Vec<MemberRow>,
     /// Oldest first, by the gateway's time (else when received), then id.
     pub events: Vec<EventRow>,
+    /// The bank transactions `q` names (the bank's transaction id) and those that paid the
+    /// payments above.
+    pub bank_transactions: Vec<crate::bank::BankTransaction>,
 }
 
 impl Timeline {
     pub fn is_empty(&self) -> bool {
-        self.payments.is_empty() && self.members.is_empty() && self.events.is_empty()
+        self.payments.is_empty()
+            && self.members.is_empty()
+            && self.events.is_empty()
+            && self.bank_transactions.is_empty()
     }
 }
 
@@ -378,10 +394,28 @@ pub async fn timeline(pool: &PgPool, q: &str, limit: i64) -> Result<Timeline, sq
     )?;
     let mut events = events.items;
     events.sort_by_key(|e| (e.occurred_at.unwrap_or(e.received_at), e.id));
+    let mut payments = payments.items;
+    let mut bank_transactions = crate::bank::by_transaction_id(pool, q).await?;
+    for b in &bank_transactions {
+        if let Some(id) = b
+            .payment_id
+            .filter(|id| !payments.iter().any(|p| p.id == *id))
+        {
+            payments.extend(payment_by_id(pool, id).await?);
+        }
+    }
+    for p in &payments {
+        if let Some(b) = crate::bank::paid_by(pool, p.id).await? {
+            if !bank_transactions.iter().any(|x| x.id == b.id) {
+                bank_transactions.push(b);
+            }
+        }
+    }
     Ok(Timeline {
-        payments: payments.items,
+        payments,
         members: members.items,
         events,
+        bank_transactions,
     })
 }
 
@@ -443,9 +477,11 @@ pub enum RegisterError {
 impl NewPendingPayment {
     /// Checks every field; the error says which one is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
-        if !PROVIDERS.contains(&self.provider.as_str()) {
+        // `bank`: a payment expected by bank transfer, completed by a matched bank credit
+        // (DESIGN.md, "Bank data"); no gateway is asked about it.
+        if !PROVIDERS.contains(&self.provider.as_str()) && self.provider != "bank" {
             return Err(format!(
-                "provider must be one of {}, not {:?}",
+                "provider must be one of {}, bank, not {:?}",
                 PROVIDERS.join(", "),
                 self.provider
             ));
@@ -478,8 +514,10 @@ impl NewPendingPayment {
     }
 }
 
-/// Stores `p` as a `pending` payment. Nothing is written when it is invalid or when the
-/// gateway's id is already known.
+/// Stores `p` as a `pending` payment, then tries the bank credits still waiting for theirs
+/// (unmatched or ambiguous): the answer is the payment as it is after that, completed if a
+/// credit paid it. Nothing is written when it is invalid or when the gateway's id is already
+/// known.
 pub async fn register_pending_payment(
     pool: &PgPool,
     p: &NewPendingPayment,
@@ -499,10 +537,27 @@ pub async fn register_pending_payment(
         .bind(&p.currency)
         .fetch_optional(pool)
         .await?;
-    row.ok_or_else(|| RegisterError::Exists {
+    let row = row.ok_or_else(|| RegisterError::Exists {
         provider: p.provider.clone(),
         external_id: p.external_id.clone(),
-    })
+    })?;
+    // The payment is registered whatever happens next: a failure here is the reconciler's to
+    // retry, not the caller's (a retried registration would only be told it exists).
+    match crate::domain::bank_matching::retry_for_payment(pool, row.id).await {
+        Ok(matched) if !matched.is_empty() => {}
+        Ok(_) => return Ok(row),
+        Err(e) => {
+            tracing::warn!(payment_id = row.id, error = %e, "bank credits not tried against a registered payment; the reconciler will");
+            return Ok(row);
+        }
+    }
+    let row = sqlx::query_as(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.id = $1"
+    ))
+    .bind(row.id)
+    .fetch_one(pool)
+    .await?;
+    Ok(row)
 }
 
 #[cfg(test)]

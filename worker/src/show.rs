@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
+use payhook_shared::bank::BankTransaction;
 use payhook_shared::lookup::{self, EventRow, MemberRow, PaymentRow, Timeline};
 use sqlx::PgPool;
 
@@ -24,7 +25,10 @@ pub async fn show(pool: &PgPool, query: &str) -> anyhow::Result<String> {
         asked = Some(event.id);
         if let Some(resource) = event.resource_id.clone() {
             let about = lookup::timeline(pool, &resource, LIMIT).await?;
-            if !about.payments.is_empty() || !about.members.is_empty() {
+            if !about.payments.is_empty()
+                || !about.members.is_empty()
+                || !about.bank_transactions.is_empty()
+            {
                 timeline = about;
             }
         }
@@ -32,7 +36,8 @@ pub async fn show(pool: &PgPool, query: &str) -> anyhow::Result<String> {
     if timeline.is_empty() {
         anyhow::bail!(
             "nothing matches {query:?} (try a payment reference or gateway payment id, a \
-             payhook or gateway event id, a mandate id or a member's email)"
+             payhook or gateway event id, a mandate id, a member's email or a bank transaction \
+             id)"
         );
     }
     Ok(render(&timeline, asked))
@@ -41,7 +46,14 @@ pub async fn show(pool: &PgPool, query: &str) -> anyhow::Result<String> {
 fn render(t: &Timeline, asked: Option<i64>) -> String {
     let mut out = String::new();
     for p in &t.payments {
-        payment(&mut out, p);
+        let paid_by = t
+            .bank_transactions
+            .iter()
+            .find(|b| b.payment_id == Some(p.id));
+        payment(&mut out, p, paid_by);
+    }
+    for b in &t.bank_transactions {
+        bank_transaction(&mut out, b);
     }
     for m in &t.members {
         member(&mut out, m);
@@ -69,7 +81,7 @@ fn render(t: &Timeline, asked: Option<i64>) -> String {
     out
 }
 
-fn payment(out: &mut String, p: &PaymentRow) {
+fn payment(out: &mut String, p: &PaymentRow, paid_by: Option<&BankTransaction>) {
     let _ = writeln!(
         out,
         "payment {}  {} {}  reference {}",
@@ -89,6 +101,43 @@ fn payment(out: &mut String, p: &PaymentRow) {
     );
     if let Some(reason) = &p.failure_reason {
         let _ = writeln!(out, "  failure: {reason}");
+    }
+    if let Some(b) = paid_by {
+        let _ = writeln!(
+            out,
+            "  paid by bank credit {} (bank transaction {}, booked {})",
+            b.transaction_id, b.id, b.booked_on
+        );
+    }
+    out.push('\n');
+}
+
+fn bank_transaction(out: &mut String, b: &BankTransaction) {
+    let _ = writeln!(
+        out,
+        "bank transaction {}  connection {}  {}  booked {}",
+        b.id, b.connection_id, b.transaction_id, b.booked_on
+    );
+    let _ = write!(
+        out,
+        "  {}  {}  reference {}",
+        amount(Some(b.amount_minor), Some(&b.currency)),
+        b.match_status,
+        b.reference.as_deref().unwrap_or("-")
+    );
+    match b.payment_id {
+        Some(p) => {
+            let _ = writeln!(out, "  → payment {p}  matched {}", when(b.matched_at));
+        }
+        None if b.match_status == "unmatched" || b.match_status == "ambiguous" => {
+            let _ = writeln!(
+                out,
+                "\n  waiting: register the payment (POST /admin/payments) or match it by hand \
+                 (POST /admin/bank-transactions/{}/match)",
+                b.id
+            );
+        }
+        None => out.push('\n'),
     }
     out.push('\n');
 }

@@ -20,8 +20,9 @@
 //! | `POST /admin/payments` | 201 with the new pending payment; 409 if it exists |
 //! | `GET /admin/members?q=&limit=&cursor=` | `{"items": [member], "next"}` |
 //! | `POST /admin/members/{id}/forget` | what was erased (`payhook_shared::erasure::Erased`); 404 for no such member |
-//! | `GET /admin/stats` | `{"events": {status: n}, "payments": {status: n}, "rejected": n}` |
+//! | `GET /admin/stats` | `{"events": {status: n}, "payments": {status: n}, "rejected": n, "bank_waiting": n}` |
 //! | `/admin/rejected…` | genuine deliveries refused for their content ([`super::rejected`]) |
+//! | `/admin/bank-transactions…` | bank credits and debits, their matches, a match by hand ([`super::bank`]) |
 
 use std::future::{ready, Ready};
 use std::sync::Arc;
@@ -67,7 +68,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/admin/members").route(web::get().to(list_members)))
         .service(web::resource("/admin/members/{id}/forget").route(web::post().to(forget_member)))
-        .configure(super::rejected::configure);
+        .configure(super::rejected::configure)
+        .configure(super::bank::configure);
 }
 
 /// Proof that the request carries the admin token. As the first extractor of a handler it
@@ -208,13 +210,15 @@ async fn console_redirect(_: AdminOn) -> HttpResponse {
 }
 
 async fn stats(_: Admin, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
-    let (events, payments, rejected) = tokio::try_join!(
+    let (events, payments, rejected, bank_waiting) = tokio::try_join!(
         lookup::event_counts(&state.pool),
         lookup::payment_counts(&state.pool),
-        payhook_shared::rejected::waiting(&state.pool)
+        payhook_shared::rejected::waiting(&state.pool),
+        payhook_shared::bank::waiting(&state.pool)
     )?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "events": events, "payments": payments, "rejected": rejected })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "events": events, "payments": payments, "rejected": rejected, "bank_waiting": bank_waiting
+    })))
 }
 
 async fn list_events(

@@ -2,6 +2,7 @@
 //! ops console (on the ops listener).
 
 pub mod admin;
+pub mod bank;
 pub mod ops;
 pub mod rejected;
 pub mod webhook;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod bank;
 mod delivery;
 mod group_commit;
 mod helpers;

@@ -16,8 +16,14 @@
 //! | [`outbox`] | domain events written beside the change |
 //! | [`events`] | the event row: load and lock, mark processed / retrying / dead, replay |
 //! | `gocardless_*`, `paystack`, `flutterwave`, `payqi` | one handler per event type |
+//! | `bank_transaction`, `bank_connection`, `bank_authorization` | GoCardless bank-account data, one handler per event type |
+//! | [`bank_matching`] | a bank credit → the expected payment it pays (worker, reconciler, admin) |
 //! | [`reconcile`] | `reconcile.<status>`: a gateway API's answer the reconciler stored |
 
+mod bank_authorization;
+mod bank_connection;
+pub mod bank_matching;
+mod bank_transaction;
 pub mod batch;
 pub mod events;
 mod flutterwave;
@@ -38,6 +44,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::gateway::{GatewayError, Gateways};
 use crate::money::MoneyError;
 
+pub use bank_authorization::STATUSES as BANK_AUTHORIZATION_STATUSES;
 pub use events::{Event, Processed};
 
 /// Why an event could not be applied. Transient: try again later (the database or a gateway
@@ -161,6 +168,11 @@ pub async fn apply(
         ("gocardless", "payments.charged_back") => {
             gocardless_payments::charged_back(conn, ctx, event).await?
         }
+        ("gocardless", "transaction.created") => {
+            bank_transaction::created(conn, ctx, event).await?
+        }
+        ("gocardless", "connection.revoked") => bank_connection::revoked(conn, event).await?,
+        ("gocardless", "authorization.updated") => bank_authorization::updated(conn, event).await?,
         ("paystack", "charge.success") => paystack::charge_success(conn, event).await?,
         ("paystack", "refund.processed") => paystack::refund_processed(conn, event).await?,
         ("flutterwave", "charge.completed") => flutterwave::charge_completed(conn, event).await?,

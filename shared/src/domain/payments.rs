@@ -44,7 +44,8 @@ impl Payment {
     }
 }
 
-const COLUMNS: &str = "id, provider, external_id, reference, member_id, mandate_id, amount_minor, \
+pub(crate) const COLUMNS: &str =
+    "id, provider, external_id, reference, member_id, mandate_id, amount_minor, \
                        currency, status, failure_reason, metadata";
 
 /// What one event says about a payment. `None` fields say nothing (the row keeps its value).
@@ -267,7 +268,9 @@ impl Kind {
     }
 }
 
-/// Adds a ledger row unless one with the same (payment, kind, external_ref) exists; writes
+/// Adds a ledger row unless one with the same (payment, kind, external_ref) exists, or, for
+/// a `payment` row, unless the payment already has one (a payment completes once, whether its
+/// gateway or a matched bank credit said so: index `transactions_one_completion`); writes
 /// `transaction.recorded` when it adds one. `amount_minor` is signed: refunds and
 /// chargebacks are negative.
 pub async fn record_transaction(
@@ -285,7 +288,7 @@ pub async fn record_transaction(
         "WITH t AS (
              INSERT INTO transactions (payment_id, member_id, kind, external_ref, amount_minor, currency, occurred_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (payment_id, kind, external_ref) DO NOTHING
+             ON CONFLICT DO NOTHING
              RETURNING *),
          o AS ({outbox})
          SELECT id FROM t",

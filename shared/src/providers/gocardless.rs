@@ -150,6 +150,10 @@ fn link_name(resource_type: &str) -> Option<&'static str> {
         "payouts" => "payout",
         "subscriptions" => "subscription",
         "customers" => "customer",
+        // Bank-account data (DESIGN.md, "Bank data"): singular resource types; an
+        // authorization is about its connection.
+        "transaction" => "transaction",
+        "connection" | "authorization" => "connection",
         _ => return None,
     })
 }

@@ -4,19 +4,21 @@
 //! 2. [`domain_relay`]: the domain outbox is published to `<prefix>.domain`, in order;
 //! 3. [`pending`]: payments pending for too long are checked with their gateway;
 //! 4. [`prune`]: retention: old raw deliveries, processed events and published domain events
-//!    are deleted in small batches.
+//!    are deleted in small batches;
+//! 5. [`bank`]: bank credits still unmatched or ambiguous are tried again.
 //!
 //! The steps are independent: one failing (the broker is down) does not stop the others.
 //! A pass counts `payhook_reconciler_runs_total{outcome="error"}` when a step failed on our
 //! side (PostgreSQL, RabbitMQ); a gateway that fails is counted apart
 //! (`payhook_reconciler_gateway_errors_total{provider}`) and is not an error of the pass.
 //!
-//! Gauges: every worker (leader or not) computes `payhook_pending_payments` and
-//! `payhook_outbox_oldest_unpublished_seconds` on each tick, from cheap indexed queries, so
+//! Gauges: every worker (leader or not) computes `payhook_pending_payments`,
+//! `payhook_outbox_oldest_unpublished_seconds` and `payhook_bank_authorizations` on each tick, from cheap indexed queries, so
 //! the values never go stale on a worker that lost the lead; alert on their `max()`.
 //!
 //! `payhook-worker reconcile --once` runs one pass through the same code ([`Reconciler::once`]).
 
+pub mod bank;
 pub mod domain_relay;
 pub mod event_relay;
 pub mod lock;
@@ -56,6 +58,8 @@ pub struct Summary {
     pub payments: pending::Checked,
     /// Rows removed by retention.
     pub pruned: prune::Pruned,
+    /// Waiting bank credits tried again, and matched.
+    pub bank: payhook_shared::domain::bank_matching::Retried,
     /// Steps that failed on our side (PostgreSQL, RabbitMQ).
     pub failed_steps: u32,
 }
@@ -73,6 +77,13 @@ impl std::fmt::Display for Summary {
         )?;
         if self.pruned.total() > 0 {
             write!(f, "; pruned {}", self.pruned)?;
+        }
+        if self.bank.tried > 0 {
+            write!(
+                f,
+                "; bank credits tried {}, matched {}",
+                self.bank.tried, self.bank.matched
+            )?;
         }
         Ok(())
     }
@@ -176,7 +187,7 @@ impl Reconciler {
         Ok(Some(summary))
     }
 
-    /// The four steps, each on its own; counts the run.
+    /// The five steps, each on its own; counts the run.
     pub async fn pass(&self) -> Summary {
         let mut s = Summary::default();
         match event_relay::run(self).await {
@@ -215,6 +226,13 @@ impl Reconciler {
                 tracing::warn!(error = %e, "pruning failed");
             }
         }
+        match bank::run(&self.pool).await {
+            Ok(r) => s.bank = r,
+            Err(e) => {
+                s.failed_steps += 1;
+                tracing::warn!(error = %e, "matching waiting bank credits failed");
+            }
+        }
         let outcome = if s.failed_steps == 0 { "ok" } else { "error" };
         metrics::counter!("payhook_reconciler_runs_total", "outcome" => outcome).increment(1);
         s
@@ -239,6 +257,7 @@ impl Reconciler {
         .await?;
         metrics::gauge!("payhook_pending_payments").set(pending as f64);
         metrics::gauge!("payhook_outbox_oldest_unpublished_seconds").set(oldest);
+        bank::refresh_authorizations(&self.pool).await?;
         prune::refresh_table_sizes(&self.pool).await
     }
 }
@@ -258,4 +277,5 @@ pub fn register_metrics() {
     metrics::gauge!("payhook_pending_payments").set(0.0);
     metrics::gauge!("payhook_outbox_oldest_unpublished_seconds").set(0.0);
     prune::register_metrics();
+    bank::register_metrics();
 }

@@ -3,6 +3,7 @@
 //! consumes them, and each test checks the rows and the broker's queues.
 
 mod arrival_order;
+mod bank;
 mod batches;
 mod cli;
 mod delivery;

@@ -79,9 +79,20 @@ impl Harness {
             "PAYSTACK_API_TOKEN",
             "FLUTTERWAVE_API_TOKEN",
             "PAYQI_API_TOKEN",
+            "GOCARDLESS_BANK_SECRET_ID",
+            "GOCARDLESS_BANK_SECRET_KEY",
         ] {
             std::env::remove_var(var);
         }
+        h
+    }
+
+    /// A fresh world whose workers have the Bank Account Data API's secrets, no worker yet
+    /// (each test runs in a process of its own: see [`Self::without_api_tokens`]).
+    pub async fn with_bank_secrets() -> Self {
+        let h = Self::without_worker().await;
+        std::env::set_var("GOCARDLESS_BANK_SECRET_ID", "bank-secret-id");
+        std::env::set_var("GOCARDLESS_BANK_SECRET_KEY", "bank-secret-key");
         h
     }
 
@@ -91,7 +102,11 @@ impl Harness {
             gocardless_api_url: url.clone(),
             paystack_api_url: url.clone(),
             flutterwave_api_url: url.clone(),
-            payqi_api_url: url,
+            payqi_api_url: url.clone(),
+            gocardless_bank_api_url: url,
+            // No pacing and no cache: every lookup reaches the fake, at once.
+            bank_api_interval: Duration::ZERO,
+            bank_api_cache: Duration::ZERO,
             gateway_timeout: Duration::from_secs(2),
         }
     }
