@@ -142,6 +142,8 @@ Secrets (environment only):
   PAYSTACK_API_TOKEN          Paystack secret key, for its API (reconciliation)
   FLUTTERWAVE_API_TOKEN       Flutterwave secret key, for its API (reconciliation)
   PAYQI_API_TOKEN             bearer token for the PayQI API (reconciliation)
+  GOCARDLESS_BANK_SECRET_ID   secret id for GoCardless's Bank Account Data API (bank
+  GOCARDLESS_BANK_SECRET_KEY  transactions that arrive as ids only); its key
 Logging:
   RUST_LOG                    tracing filter (default: info)
   LOG_FORMAT                  `json` for JSON log lines (default: text)";

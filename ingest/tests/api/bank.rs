@@ -103,12 +103,11 @@ async fn an_operator_matches_a_waiting_credit_and_the_payment_completes_with_one
     assert_eq!(row["payment_id"], payment);
     assert_eq!(row["payment"]["status"], "completed");
 
-    let ledger: (i64, String, i64) = sqlx::query_as(
-        "SELECT payment_id, external_ref, amount_minor FROM transactions",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let ledger: (i64, String, i64) =
+        sqlx::query_as("SELECT payment_id, external_ref, amount_minor FROM transactions")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(ledger, (payment, "bank:TX1".into(), 4200));
     let matched: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM domain_outbox WHERE event_type = 'bank_transaction.matched'",
@@ -168,7 +167,12 @@ async fn a_match_by_hand_of_something_unknown_is_404_and_a_bad_body_or_id_is_400
     assert_eq!(status, 404, "{err}");
     let (status, err) = app.match_by_hand(credit, json!(payment + 100)).await;
     assert_eq!(status, 404, "{err}");
-    for body in ["not json", "{}", r#"{"payment_id": "x"}"#, r#"{"payment_id": 1, "extra": 2}"#] {
+    for body in [
+        "not json",
+        "{}",
+        r#"{"payment_id": "x"}"#,
+        r#"{"payment_id": 1, "extra": 2}"#,
+    ] {
         let (status, err) = app
             .admin_post(
                 &format!("bank-transactions/{credit}/match"),
@@ -181,7 +185,9 @@ async fn a_match_by_hand_of_something_unknown_is_404_and_a_bad_body_or_id_is_400
     assert_eq!(status, 400);
     let (status, _) = app.admin_get("bank-transactions/abc").await;
     assert_eq!(status, 400);
-    let (status, _) = app.admin_get(&format!("bank-transactions/{}", credit + 100)).await;
+    let (status, _) = app
+        .admin_get(&format!("bank-transactions/{}", credit + 100))
+        .await;
     assert_eq!(status, 404);
     assert_eq!(app.written().await, (0, 0));
     let still: String =

@@ -1,13 +1,19 @@
 // The ops console in a real headless browser (Debian's chromium through playwright-core):
 // enter the token once, search a payment reference, replay its dead event, see the status
 // change; then a genuine GoCardless delivery payhook cannot read shows up under Rejected, its
-// body can be read, and Reparse says it is still rejected; last, a member is forgotten after a
-// confirmation and her name and email disappear. Run by run.sh, which starts ingest
+// body can be read, and Reparse says it is still rejected; a member is forgotten after a
+// confirmation and her name and email disappear; last, a bank credit whose reference the
+// matching rule could not place is counted on its stat tile and listed as unmatched under
+// "Bank credits waiting for a payment", a match to a payment that does not exist shows the
+// API's error and changes nothing, and a match to its payment (confirmed) turns it matched
+// with that payment's id and takes it off the count. Run by run.sh, which starts ingest
 // with a seeded database and sets:
 //   CONSOLE_URL    http://127.0.0.1:<ops port>/admin/
 //   ADMIN_TOKEN    the PAYHOOK_ADMIN_TOKEN ingest runs with
 //   REFERENCE      a payment reference with a dead event
 //   DEAD_EVENT_ID  payhook's id of that event
+//   BANK_CREDIT_ID   payhook's id of an unmatched bank credit (the only one waiting)
+//   BANK_PAYMENT_ID  the id of the pending payment it pays (INV-BANK-1, same amount)
 //   WEBHOOK_URL    ingest's GoCardless webhook route
 //   GOCARDLESS_SECRET  the GOCARDLESS_WEBHOOK_SECRET ingest runs with (a test value)
 //   SCREENSHOT     where to save the screenshot (a test artifact)
@@ -27,6 +33,8 @@ const url = env("CONSOLE_URL");
 const token = env("ADMIN_TOKEN");
 const reference = env("REFERENCE");
 const deadId = env("DEAD_EVENT_ID");
+const bankCreditId = env("BANK_CREDIT_ID");
+const bankPaymentId = env("BANK_PAYMENT_ID");
 const webhookUrl = env("WEBHOOK_URL");
 const gocardlessSecret = env("GOCARDLESS_SECRET");
 const screenshot = env("SCREENSHOT");
@@ -164,6 +172,74 @@ try {
   check(asked.includes("cannot be undone"), `the operator is asked first: ${asked}`);
   await page.waitForFunction(() => !(document.querySelector("#members tbody tr")?.textContent ?? "Ada").includes("Ada"));
   check(!(await page.locator("#members tbody tr").first().innerText()).includes("ada@example.org"), "her email is gone");
+
+  step = "a bank credit waits for its payment: counted on its tile, listed as unmatched";
+  const bankCount = () => document.querySelector('#stats [data-status="bank_waiting"] .n')?.textContent;
+  await page.waitForFunction(bankCount, undefined);
+  check((await page.evaluate(bankCount)) === "1", `one bank credit waiting (${await page.evaluate(bankCount)})`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.locator('#stats [data-status="bank_waiting"]').click();
+  await page.waitForFunction(() => {
+    const r = document.querySelector("#bank-card").getBoundingClientRect();
+    return r.top >= 0 && r.top < window.innerHeight;
+  });
+  check((await page.locator("#bank-status").inputValue()) === "waiting", "the card shows the credits waiting");
+  const credit = page.locator(`#bank tbody tr[data-bank-id="${bankCreditId}"]`);
+  await credit.waitFor();
+  check((await credit.locator(".status").innerText()).trim() === "unmatched", "the credit is unmatched");
+  check((await credit.locator(".amount").innerText()).trim() === "42.00 GBP", `its amount in pounds: ${await credit.locator(".amount").innerText()}`);
+  check((await credit.locator(".reference").innerText()).trim() === "Payment for inv bank 1 typo", "its remittance text");
+  check((await credit.locator(".counterparty").innerText()).trim() === "A Payer", "who paid");
+  check(/^\d{4}-\d{2}-\d{2}$/.test((await credit.locator(".booked-on").innerText()).trim()), "when it was booked");
+  check((await credit.locator(".payment").innerText()).trim() === "", "no payment yet");
+
+  step = "a match to a payment that does not exist shows the API's error";
+  const noSuchPayment = String(Number(bankPaymentId) + 1_000_000);
+  let askedWrong = "";
+  page.once("dialog", (d) => { askedWrong = d.message(); d.accept(); });
+  await credit.locator("input.payment-id").fill(noSuchPayment);
+  await credit.locator("button.match").click();
+  await page.waitForFunction(
+    (id) => document.querySelector("#message")?.textContent.includes(`no payment ${id}`),
+    noSuchPayment,
+  );
+  check(askedWrong.includes(`bank credit ${bankCreditId}`) && askedWrong.includes(`payment ${noSuchPayment}`),
+    `the operator is asked first: ${askedWrong}`);
+  check((await page.locator("#message").getAttribute("class")) === "error", "shown as an error");
+  check((await credit.locator(".status").innerText()).trim() === "unmatched", "still unmatched");
+  check(await credit.locator("button.match").isEnabled(), "it can be matched again");
+  check((await page.evaluate(bankCount)) === "1", "still counted");
+
+  step = "match it to its payment: confirmed, then matched with that payment and no longer counted";
+  let askedRight = "";
+  page.once("dialog", (d) => { askedRight = d.message(); d.accept(); });
+  await credit.locator("input.payment-id").fill(bankPaymentId);
+  await credit.locator("button.match").click();
+  await page.waitForFunction(
+    ([c, p]) => document.querySelector("#message")?.textContent.includes(`bank credit ${c} matched to payment ${p}`),
+    [bankCreditId, bankPaymentId],
+  );
+  check(askedRight.includes(`payment ${bankPaymentId}`) && askedRight.includes("42.00 GBP"),
+    `the operator is asked first, with the amount: ${askedRight}`);
+  check((await page.locator("#message").innerText()).includes("INV-BANK-1"), "the message names the payment");
+  await page.waitForFunction(() => document.querySelector('#stats [data-status="bank_waiting"] .n')?.textContent === "0");
+  await page.waitForFunction(
+    (id) => !document.querySelector(`#bank tbody tr[data-bank-id="${id}"]`),
+    bankCreditId,
+  );
+  check((await page.locator("#bank tbody").innerText()).includes("no bank credits waiting"), "nothing waits any more");
+  await page.locator("#bank-status").selectOption("matched");
+  const matched = page.locator(`#bank tbody tr[data-bank-id="${bankCreditId}"]`);
+  await matched.waitFor();
+  check((await matched.locator(".status").innerText()).trim() === "matched", "listed as matched");
+  check((await matched.locator(".payment").innerText()).trim() === bankPaymentId, "with the payment's id");
+  check((await matched.locator("button.match").count()) === 0, "and no Match button");
+  const detail = await (await fetch(new URL(`/admin/bank-transactions/${bankCreditId}`, url), {
+    headers: { Authorization: `Bearer ${token}` },
+  })).json();
+  check(detail.match_status === "matched" && String(detail.payment_id) === bankPaymentId
+    && detail.payment && !["pending", "submitted"].includes(detail.payment.status),
+    `the API agrees, and the payment is no longer expected: ${JSON.stringify(detail)}`);
 
   step = "screenshot";
   await page.screenshot({ path: screenshot, fullPage: true });

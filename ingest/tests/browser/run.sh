@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The ops console in a real headless browser: installs Debian's chromium and the npm
 # dependency (playwright-core) if missing, starts the test stack, builds and runs
-# payhook-ingest on free ports with a fresh database, seeds a payment with a dead event, and
-# runs console.test.mjs against GET /admin/ (it also posts a signed GoCardless webhook that
-# payhook cannot read). Exits non-zero when the test fails.
+# payhook-ingest on free ports with a fresh database, seeds a payment with a dead event and a
+# pending bank-transfer payment with a bank credit whose mistyped reference the matching rule
+# cannot place, and runs console.test.mjs against GET /admin/ (it also posts a signed
+# GoCardless webhook that payhook cannot read). Exits non-zero when the test fails.
 # Screenshot (a test artifact, not committed): target/console.png.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -77,11 +78,30 @@ RETURNING id;
 SQL
 )
 dead_id=$(printf '%s\n' "$dead_id" | grep -E '^[0-9]+$' | tail -n 1)
-log "seeded; dead event $dead_id"
+
+# A payment expected by bank transfer and the credit that pays it, whose remittance text
+# names it with a typo ("inv bank 1" for INV-BANK-1): unmatched, for the console to match by
+# hand. Same amount and currency, so the match is allowed.
+bank_ids=$(psql "$db_url" -qAt -v ON_ERROR_STOP=1 <<'SQL'
+INSERT INTO payments (provider, external_id, reference, amount_minor, currency, status)
+VALUES ('bank', 'INV-BANK-1', 'INV-BANK-1', 4200, 'GBP', 'pending')
+RETURNING id;
+INSERT INTO bank_transactions (connection_id, transaction_id, booked_on, amount_minor, currency,
+                               reference, counterparty, match_status)
+VALUES ('CN1', 'TX-BROWSER-1', current_date, 4200, 'GBP', 'Payment for inv bank 1 typo', 'A Payer', 'unmatched')
+RETURNING id;
+SQL
+)
+bank_ids=$(printf '%s\n' "$bank_ids" | grep -E '^[0-9]+$' || true)
+bank_payment_id=$(printf '%s\n' "$bank_ids" | sed -n 1p)
+bank_credit_id=$(printf '%s\n' "$bank_ids" | sed -n 2p)
+if [ -z "$bank_payment_id" ] || [ -z "$bank_credit_id" ]; then log "seeding the bank credit failed: $bank_ids"; exit 1; fi
+log "seeded; dead event $dead_id, bank payment $bank_payment_id, bank credit $bank_credit_id"
 
 status=0
 CONSOLE_URL="http://127.0.0.1:$ops_port/admin/" ADMIN_TOKEN="$token" REFERENCE="REF-2026-0042" \
-  DEAD_EVENT_ID="$dead_id" SCREENSHOT="$root/target/console.png" CHROMIUM=/usr/bin/chromium \
+  DEAD_EVENT_ID="$dead_id" BANK_PAYMENT_ID="$bank_payment_id" BANK_CREDIT_ID="$bank_credit_id" \
+  SCREENSHOT="$root/target/console.png" CHROMIUM=/usr/bin/chromium \
   WEBHOOK_URL="http://127.0.0.1:$web_port/webhooks/gocardless" GOCARDLESS_SECRET="$gocardless_secret" \
   node "$here/console.test.mjs" || status=$?
 if [ "$status" != 0 ]; then log "ingest log: $ingest_log"; fi

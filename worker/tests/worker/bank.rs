@@ -110,11 +110,20 @@ async fn a_credit_naming_one_expected_payment_with_its_amount_completes_it_with_
 {
     let h = Harness::start().await;
     expect(&h.pool, "bank", "INV-1001", 4200, "GBP").await;
-    deliver_one(&h, credit("EV1", "TX1", "42.00", "GBP", "Invoice INV-1001 thanks")).await;
+    deliver_one(
+        &h,
+        credit("EV1", "TX1", "42.00", "GBP", "Invoice INV-1001 thanks"),
+    )
+    .await;
 
     assert_eq!(
         bank_row(&h, "TX1").await,
-        ("matched".into(), 4200, "GBP".into(), Some("INV-1001".into()))
+        (
+            "matched".into(),
+            4200,
+            "GBP".into(),
+            Some("INV-1001".into())
+        )
     );
     assert_eq!(payment(&h, "bank", "INV-1001").await.status, "completed");
     assert_eq!(
@@ -137,9 +146,16 @@ async fn a_credit_naming_one_expected_payment_with_its_amount_completes_it_with_
 async fn the_reference_is_found_in_the_remittance_text_whatever_its_case_and_spaces() {
     let h = Harness::start().await;
     expect(&h.pool, "paystack", "ref 77 ab", 500_000, "NGN").await;
-    deliver_one(&h, credit("EV1", "TX1", "5000.00", "NGN", "PAYMENT REF77AB JUNE")).await;
+    deliver_one(
+        &h,
+        credit("EV1", "TX1", "5000.00", "NGN", "PAYMENT REF77AB JUNE"),
+    )
+    .await;
     assert_eq!(bank_row(&h, "TX1").await.0, "matched");
-    assert_eq!(payment(&h, "paystack", "ref 77 ab").await.status, "completed");
+    assert_eq!(
+        payment(&h, "paystack", "ref 77 ab").await.status,
+        "completed"
+    );
 }
 
 #[tokio::test]
@@ -381,7 +397,16 @@ async fn a_revoked_connection_stays_revoked_and_its_late_transaction_is_still_st
     let h = Harness::start().await;
     expect(&h.pool, "bank", "INV-1", 100, "GBP").await;
     deliver_one(&h, revoked("EV1", "CN1", "2026-12-02T10:00:00Z")).await;
-    deliver_one(&h, authorization("EV2", "valid", "2027-03-01T00:00:00Z", "2026-12-03T10:00:00Z")).await;
+    deliver_one(
+        &h,
+        authorization(
+            "EV2",
+            "valid",
+            "2027-03-01T00:00:00Z",
+            "2026-12-03T10:00:00Z",
+        ),
+    )
+    .await;
     deliver_one(&h, credit("EV3", "TX1", "1.00", "GBP", "INV-1")).await;
 
     let (status, changed): (String, String) = sqlx::query_as(
@@ -391,7 +416,10 @@ async fn a_revoked_connection_stays_revoked_and_its_late_transaction_is_still_st
     .fetch_one(&h.pool)
     .await
     .unwrap();
-    assert_eq!((status.as_str(), changed.as_str()), ("revoked", "2026-12-02"));
+    assert_eq!(
+        (status.as_str(), changed.as_str()),
+        ("revoked", "2026-12-02")
+    );
     assert_eq!(bank_row(&h, "TX1").await.0, "matched");
 }
 
@@ -399,8 +427,26 @@ async fn a_revoked_connection_stays_revoked_and_its_late_transaction_is_still_st
 async fn an_authorization_update_sets_status_and_expiry_and_an_older_one_arriving_late_changes_nothing(
 ) {
     let h = Harness::start().await;
-    deliver_one(&h, authorization("EV2", "expiring", "2026-12-10T00:00:00Z", "2026-12-03T10:00:00Z")).await;
-    deliver_one(&h, authorization("EV1", "valid", "2027-06-01T00:00:00Z", "2026-12-01T10:00:00Z")).await;
+    deliver_one(
+        &h,
+        authorization(
+            "EV2",
+            "expiring",
+            "2026-12-10T00:00:00Z",
+            "2026-12-03T10:00:00Z",
+        ),
+    )
+    .await;
+    deliver_one(
+        &h,
+        authorization(
+            "EV1",
+            "valid",
+            "2027-06-01T00:00:00Z",
+            "2026-12-01T10:00:00Z",
+        ),
+    )
+    .await;
 
     let row: (String, String, String) = sqlx::query_as(
         "SELECT status, authorization_status,
@@ -469,7 +515,10 @@ async fn a_transaction_carrying_only_ids_is_fetched_from_the_bank_api_and_matche
     h.spawn_worker().await;
     bank_api(
         &h,
-        json!([api_transaction("TX0", "1.00", "other"), api_transaction("TX1", "42.00", "INV-1001")]),
+        json!([
+            api_transaction("TX0", "1.00", "other"),
+            api_transaction("TX1", "42.00", "INV-1001")
+        ]),
         json!([]),
     );
     expect(&h.pool, "bank", "INV-1001", 4200, "GBP").await;
@@ -477,7 +526,12 @@ async fn a_transaction_carrying_only_ids_is_fetched_from_the_bank_api_and_matche
 
     assert_eq!(
         bank_row(&h, "TX1").await,
-        ("matched".into(), 4200, "GBP".into(), Some("INV-1001".into()))
+        (
+            "matched".into(),
+            4200,
+            "GBP".into(),
+            Some("INV-1001".into())
+        )
     );
     let calls = h.gateway.calls();
     let data = calls
@@ -494,7 +548,11 @@ async fn a_transaction_carrying_only_ids_is_fetched_from_the_bank_api_and_matche
 async fn a_transaction_not_booked_yet_is_retried_not_stored() {
     let mut h = Harness::with_bank_secrets().await;
     h.spawn_worker().await;
-    bank_api(&h, json!([]), json!([api_transaction("TX1", "42.00", "INV-1001")]));
+    bank_api(
+        &h,
+        json!([]),
+        json!([api_transaction("TX1", "42.00", "INV-1001")]),
+    );
     let ids = h
         .deliver("gocardless", &gc_body(vec![bare_credit("EV1", "TX1")]))
         .await;
