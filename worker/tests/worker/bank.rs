@@ -602,3 +602,198 @@ async fn a_transaction_carrying_only_ids_without_bank_secrets_retries_naming_the
         h.gateway.call_lines()
     );
 }
+
+// ---- end to end: a signed delivery through ingest, then the worker --------------------------
+
+#[tokio::test]
+async fn a_signed_bank_delivery_through_ingest_is_stored_once_and_matched_by_the_worker() {
+    use payhook_ingest::{Application, IngestConfig};
+    use payhook_shared::config::{IngestSettings, ProviderSecrets};
+    use payhook_shared::providers::signature::{sign_hex, Digest};
+    use payhook_shared::providers::Secrets;
+    use payhook_shared::shutdown::CancellationToken;
+
+    let h = Harness::start().await;
+    let config = IngestConfig {
+        ingest: IngestSettings {
+            ingest_addr: "127.0.0.1:0".parse().unwrap(),
+            ingest_ops_addr: "127.0.0.1:0".parse().unwrap(),
+            ingest_tls_cert: None,
+            ingest_tls_key: None,
+            ingest_client_ca: None,
+            payqi_tolerance_secs: 300,
+            ingest_accept_without_broker: false,
+            ingest_batch_max: 16,
+            ingest_timeout: std::time::Duration::from_secs(10),
+        },
+        database: h.env.database.clone(),
+        broker: h.env.broker.clone(),
+        secrets: ProviderSecrets {
+            gocardless: Some(Secrets::new(["bank-webhook-secret"])),
+            paystack: None,
+            flutterwave: None,
+            payqi: None,
+            payqi_tolerance_secs: 300,
+        },
+        admin_token: None,
+    };
+    let app = Application::build(config).await.expect("ingest builds");
+    let url = format!(
+        "http://127.0.0.1:{}/webhooks/gocardless",
+        app.webhook_addr().port()
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    expect(&h.pool, "bank", "INV-1001", 4200, "GBP").await;
+
+    let body = gc_body(vec![
+        authorization(
+            "EV0",
+            "valid",
+            "2027-03-01T00:00:00Z",
+            "2026-12-01T09:00:00Z",
+        ),
+        credit("EV1", "TX1", "42.00", "GBP", "INV-1001"),
+    ])
+    .to_string();
+    let post = |signature: String| {
+        reqwest::Client::new()
+            .post(&url)
+            .header("Webhook-Signature", signature)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let forged = post(sign_hex(Digest::Sha256, b"not-the-secret", body.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 498);
+    let good = sign_hex(Digest::Sha256, b"bank-webhook-secret", body.as_bytes());
+    for _ in 0..2 {
+        // The gateway's retry of the same body changes nothing.
+        assert_eq!(post(good.clone()).await.unwrap().status().as_u16(), 204);
+    }
+
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM webhook_events ORDER BY id")
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    h.wait_processed(&ids).await;
+    assert_eq!(
+        bank_row(&h, "TX1").await,
+        (
+            "matched".into(),
+            4200,
+            "GBP".into(),
+            Some("INV-1001".into())
+        )
+    );
+    assert_eq!(ledger(&h, "bank", "INV-1001").await.len(), 1);
+    let auth: String = h
+        .scalar("SELECT authorization_status FROM bank_connections WHERE connection_id = 'CN1'")
+        .await;
+    assert_eq!(auth, "valid");
+    h.assert_queues_drained().await;
+    stop.cancel();
+}
+
+/// `payhook-worker show QUERY` against the test's database: (success, stdout).
+async fn show(h: &Harness, query: &str) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_payhook-worker"))
+        .args(["show", query])
+        .env("DATABASE_URL", &h.env.database.database_url)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn show_of_a_payment_names_the_credit_that_completed_it_and_show_of_the_credit_names_the_payment(
+) {
+    let h = Harness::start().await;
+    expect(&h.pool, "bank", "INV-1001", 4200, "GBP").await;
+    deliver_one(&h, credit("EV1", "TX1", "42.00", "GBP", "INV-1001")).await;
+    deliver_one(&h, credit("EV2", "TX2", "9.99", "GBP", "rent")).await;
+
+    let (ok, out) = show(&h, "INV-1001").await;
+    assert!(ok, "{out}");
+    assert!(out.contains("status completed"), "{out}");
+    assert!(out.contains("paid by bank credit TX1"), "{out}");
+
+    let (ok, out) = show(&h, "TX1").await;
+    assert!(ok, "{out}");
+    assert!(out.contains("bank transaction"), "{out}");
+    assert!(out.contains("42.00 GBP  matched"), "{out}");
+    assert!(out.contains("payment 1  bank INV-1001"), "{out}");
+
+    let (ok, out) = show(&h, "TX2").await;
+    assert!(ok, "{out}");
+    assert!(out.contains("9.99 GBP  unmatched"), "{out}");
+    assert!(out.contains("waiting: register the payment"), "{out}");
+}
+
+#[tokio::test]
+async fn the_worker_counts_active_connections_by_authorization_state_for_the_alert() {
+    let mut h = Harness::start().await;
+    let soon = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let later = (chrono::Utc::now() + chrono::Duration::days(60)).to_rfc3339();
+    let past = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let at = "2026-12-01T10:00:00Z";
+    let mut events = Vec::new();
+    // CN1 expires in 3 days (the bank still says valid); CN2 in 60; CN3 has run out; CN4 is
+    // expired but its connection was revoked: not a feed anyone waits for.
+    for (i, (cn, expires)) in [
+        ("CN1", &soon),
+        ("CN2", &later),
+        ("CN3", &past),
+        ("CN4", &past),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = authorization(&format!("EV{i}"), "valid", expires, at);
+        e["links"]["connection"] = json!(cn);
+        events.push(e);
+    }
+    events.push(revoked("EV9", "CN4", at));
+    let ids = h.deliver("gocardless", &gc_body(events)).await;
+    h.wait_processed(&ids).await;
+    h.stop_workers().await;
+
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_payhook-worker"))
+        .env("DATABASE_URL", &h.env.database.database_url)
+        .env("AMQP_URL", &h.env.broker.amqp_url)
+        .env("PAYHOOK_AMQP_PREFIX", &h.env.broker.amqp_prefix)
+        .env("WORKER_OPS_ADDR", format!("127.0.0.1:{port}"))
+        .env("RECONCILE_INTERVAL", "200ms")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let counts = eventually("the gauge counts the connections", || async {
+        let text = scrape(([127, 0, 0, 1], port).into()).await?;
+        let get = |s: &str| {
+            metric_value(
+                &text,
+                &format!("payhook_bank_authorizations{{status=\"{s}\"}}"),
+            )
+        };
+        let c = (
+            get("valid")?,
+            get("expiring")?,
+            get("expired")?,
+            get("revoked")?,
+        );
+        (c != (0.0, 0.0, 0.0, 0.0)).then_some(c)
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(counts, (1.0, 1.0, 1.0, 0.0));
+}
