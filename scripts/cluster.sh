@@ -23,7 +23,9 @@
 #                                     a fresh pg_basebackup); synchronous again in the mode
 #                                     `up` set (sync unless `up --async`)
 # Helpers: rabbit-quorum-status QUEUE [VHOST] (one `node raft_state` line per member),
-#   rabbit-declare-quorum QUEUE [GROUP_SIZE] (a durable quorum queue, through rabbitmqctl).
+#   rabbit-declare-quorum QUEUE [GROUP_SIZE] (a durable quorum queue, through rabbitmqctl),
+#   rabbitmqctl|rabbitmq-queues NODE ARGS... (that tool against node NODE, e.g.
+#   `scripts/cluster.sh rabbitmqctl 1 cluster_status`).
 #
 # Stacks (ports are consecutive: PostgreSQL node a, node b, read-write address; AMQP and
 # Erlang distribution of RabbitMQ nodes 1, 2, 3):
@@ -47,7 +49,8 @@ while [ $# -gt 0 ]; do
     --stack) stack=$2; shift 2 ;;
     --cluster) shift ;;
     --async) mode=async; mode_given=1; shift ;;
-    -*) echo "unknown argument: $1" >&2; exit 2 ;;
+    -*) if [ "$cmd" = rabbitmqctl ] || [ "$cmd" = rabbitmq-queues ]; then args+=("$1"); shift; continue; fi
+        echo "unknown argument: $1" >&2; exit 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -265,18 +268,32 @@ pg_basebackup_to() {
   make_standby_conf "$n" "$p"
 }
 
-# Waits until the primary lists standby N as streaming; with sync, also as sync.
+# The timeline the primary writes on.
+pg_timeline() { psql_at "$1" "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"; }
+
+# Waits until standby N really follows primary P: its WAL receiver streams on P's current
+# timeline, P lists it as streaming (with want=sync: as sync), and that holds for three checks
+# in a row. One sample of pg_stat_replication is not enough: a node that was not rewound (or
+# not far enough) connects, shows as `streaming` for an instant, fails and retries every
+# second; while it shows, a primary that names it in synchronous_standby_names takes the
+# flush position it reports, on its OWN timeline, as confirmation of commits it never got.
 wait_streaming() {
-  local p=$1 n=$2 want=$3 secs=${4:-60} row=
-  for _ in $(seq 1 $((secs * 5))); do
+  local p=$1 n=$2 want=$3 secs=${4:-60} row= rcv= tli good=0
+  for _ in $(seq 1 $((secs * 4))); do
+    tli=$(pg_timeline "$p" 2>/dev/null || true)
+    rcv=$(psql_at "$n" "SELECT status || ' ' || received_tli FROM pg_stat_wal_receiver" 2>/dev/null | head -n1 || true)
     row=$(psql_at "$p" "SELECT state || ' ' || sync_state FROM pg_stat_replication WHERE application_name = '$(app_name "$n")'" 2>/dev/null | head -n1 || true)
-    case "$want" in
-      sync) [ "$row" = "streaming sync" ] && return 0 ;;
-      *) case "$row" in streaming*) return 0 ;; esac ;;
-    esac
-    sleep 0.2
+    local fine=
+    if [ -n "$tli" ] && [ "$rcv" = "streaming $tli" ]; then
+      case "$want" in
+        sync) [ "$row" = "streaming sync" ] && fine=1 ;;
+        *) case "$row" in streaming*) fine=1 ;; esac ;;
+      esac
+    fi
+    if [ -n "$fine" ]; then good=$((good + 1)); [ "$good" -ge 3 ] && return 0; else good=0; fi
+    sleep 0.25
   done
-  log "standby $n not ${want} on $p after ${secs}s (pg_stat_replication: '${row}')"
+  log "standby $n does not follow $p ($want) after ${secs}s: its WAL receiver '${rcv}' (primary timeline ${tli:-?}), pg_stat_replication '${row}'"
   return 1
 }
 
@@ -598,6 +615,10 @@ rejoin() {
   if ! pg_running "$n"; then
     wait_backends_gone "$n"
     if [ -s "$dir/PG_VERSION" ]; then
+      # PostgreSQL 15's pg_rewind reads the source's timeline from its control file, which a
+      # promoted node updates only at its first checkpoint: before that, pg_rewind finds "the
+      # same timeline", rewinds nothing, and the old primary can never follow.
+      psql_at "$p" CHECKPOINT >/dev/null
       log "pg_rewind $dir from node $p"
       if as_user "$(pg_user)" "$pg_bin/pg_rewind" -D "$dir" \
           --source-server="host=127.0.0.1 port=$(pg_port "$p") user=postgres dbname=postgres" \
@@ -710,6 +731,8 @@ case "$cmd" in
     write_roles
     hap_point "$new"
     psql_rw 'SELECT 1' >/dev/null || die "the read-write address 127.0.0.1:$rw_port does not answer after the move"
+    # The new timeline into the control file now (see rejoin), after the address moved.
+    psql_at "$new" CHECKPOINT >/dev/null || log "CHECKPOINT on node $new failed"
     log "promoted node $new; read-write address 127.0.0.1:$rw_port -> $(pg_port "$new")"
     report "$start" "promoted pg=$new port=$(pg_port "$new") rw=127.0.0.1:$rw_port old_primary=$old" ;;
 
@@ -725,6 +748,11 @@ case "$cmd" in
     sync=$(psql_at "$PRIMARY" "SELECT sync_state FROM pg_stat_replication WHERE application_name = '$(app_name "$STANDBY")'" | head -n1)
     log "node $STANDBY streams from $PRIMARY ($sync, by $rejoin_method)"
     report "$start" "rejoined pg=$STANDBY port=$(pg_port "$STANDBY") as=standby of=$PRIMARY method=$rejoin_method sync_state=$sync" ;;
+
+  rabbitmqctl|rabbitmq-queues)
+    [ ${#args[@]} -ge 1 ] || die "usage: $cmd NODE ARGS..."
+    i=$(node_index "${args[0]}")
+    if [ "$cmd" = rabbitmqctl ]; then rctl "$i" "${args[@]:1}"; else rqueues "$i" "${args[@]:1}"; fi ;;
 
   *) echo "unknown command: $cmd (up, down, env, status, rabbit-leader, rabbit-kill, rabbit-restart, pg-kill-primary, pg-promote, pg-rejoin-old-primary, rabbit-quorum-status, rabbit-declare-quorum)" >&2; exit 2 ;;
 esac
