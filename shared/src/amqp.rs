@@ -9,9 +9,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -47,8 +45,6 @@ pub const RETRY_HEADER: &str = "payhook-retry";
 
 /// The header name of the first releases, whose bindings [`declare_topology`] removes.
 pub const LEGACY_RETRY_HEADER: &str = "x-payhook-retry";
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every exchange and queue name, behind the prefix (`payhook` → `payhook.events`).
 #[derive(Debug, Clone)]
@@ -175,7 +171,7 @@ pub enum PublishError {
 
 /// A lazily (re)connected channel in confirm mode, with the topology declared on it.
 pub struct Broker {
-    url: String,
+    nodes: crate::amqp_nodes::Nodes,
     names: Names,
     state: Mutex<Option<(Connection, Channel)>>,
 }
@@ -183,7 +179,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(settings: &BrokerSettings) -> Self {
         Self {
-            url: settings.amqp_url.clone(),
+            nodes: crate::amqp_nodes::Nodes::new(&settings.amqp_url),
             names: Names::new(&settings.amqp_prefix),
             state: Mutex::new(None),
         }
@@ -203,13 +199,11 @@ impl Broker {
             }
         }
         *state = None;
-        let conn = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect(&self.url, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| PublishError::Unavailable("connect timed out".into()))?
-        .map_err(unavailable)?;
+        let conn = self
+            .nodes
+            .connect()
+            .await
+            .map_err(PublishError::Unavailable)?;
         let ch = conn.create_channel().await.map_err(unavailable)?;
         declare_topology(&ch, &self.names)
             .await

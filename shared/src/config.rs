@@ -37,8 +37,9 @@ pub struct DatabaseSettings {
 /// Where RabbitMQ is and how payhook's exchanges and queues are named.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BrokerSettings {
-    /// RabbitMQ URL.
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = parse_amqp_url)]
+    /// RabbitMQ URL; for a cluster, its nodes' URLs comma-separated: the first that answers
+    /// is used, the next when it is lost.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = parse_amqp_urls)]
     pub amqp_url: String,
 
     /// Prefix of every exchange and queue name (`payhook` → `payhook.events`).
@@ -210,6 +211,10 @@ fn parse_postgres_url(s: &str) -> Result<String, String> {
 
 fn parse_amqp_url(s: &str) -> Result<String, String> {
     parse_url_with_port(s, &["amqp", "amqps"])
+}
+
+fn parse_amqp_urls(s: &str) -> Result<String, String> {
+    crate::amqp_nodes::parse_list(s, parse_amqp_url)
 }
 
 /// A URL of one of `schemes` with a host; the port may be left to the scheme's default.

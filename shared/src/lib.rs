@@ -7,6 +7,7 @@
 //! | [`json`] | strict JSON parsing (duplicate keys refused) |
 //! | [`db`] | PostgreSQL pool, database creation, migrations |
 //! | [`amqp`] | RabbitMQ topology and a confirmed publisher |
+//! | [`amqp_nodes`] | the nodes of a RabbitMQ cluster: connect to one that answers, the next on loss |
 //! | [`money`] | decimal amounts to integer minor units, exactly |
 //! | [`domain`] | one handler per event type: members, payments, ledger, domain outbox |
 //! | [`erasure`] | a member's right to be forgotten: personal fields cleared everywhere they are stored |
@@ -22,6 +23,7 @@
 //! | `testing` | test support: a database and AMQP prefix per test, fault-injecting proxy |
 
 pub mod amqp;
+pub mod amqp_nodes;
 pub mod bank;
 pub mod bank_api;
 pub mod config;

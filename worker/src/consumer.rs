@@ -15,7 +15,6 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use payhook_shared::amqp::declare_topology;
 use payhook_shared::shutdown::CancellationToken;
 use tokio::sync::Semaphore;
@@ -58,12 +57,7 @@ async fn session(
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        Connection::connect(&shared.amqp_url, ConnectionProperties::default()),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+    let conn = shared.nodes.connect().await.map_err(anyhow::Error::msg)?;
     let ch = conn.create_channel().await?;
     declare_topology(&ch, &shared.names).await?;
     ch.basic_qos(shared.prefetch, BasicQosOptions::default())

@@ -6,15 +6,18 @@ use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use std::sync::Arc;
+
+use lapin::Connection;
 use payhook_shared::amqp::Names;
+use payhook_shared::amqp_nodes::Nodes;
 use payhook_shared::shutdown::CancellationToken;
 
-pub async fn poll(amqp_url: String, names: Names, every: Duration, shutdown: CancellationToken) {
+pub async fn poll(nodes: Arc<Nodes>, names: Names, every: Duration, shutdown: CancellationToken) {
     let mut conn: Option<Connection> = None;
     loop {
         if conn.as_ref().is_none_or(|c| !c.status().connected()) {
-            conn = connect(&amqp_url, &names).await.ok();
+            conn = connect(&nodes, &names).await.ok();
         }
         if let Some(c) = &conn {
             if let Err(e) = sample(c, &names).await {
@@ -33,8 +36,8 @@ pub async fn poll(amqp_url: String, names: Names, every: Duration, shutdown: Can
 
 /// Connects and declares the topology (idempotent), so a worker that starts before anyone
 /// else declared it reads zeros instead of failing its passive declares.
-async fn connect(amqp_url: &str, names: &Names) -> Result<Connection, lapin::Error> {
-    let conn = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+async fn connect(nodes: &Nodes, names: &Names) -> anyhow::Result<Connection> {
+    let conn = nodes.connect().await.map_err(anyhow::Error::msg)?;
     let ch = conn.create_channel().await?;
     payhook_shared::amqp::declare_topology(&ch, names).await?;
     let _ = ch.close(200, "declared".into()).await;

@@ -8,6 +8,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use payhook_shared::amqp::{Broker, Names};
+use payhook_shared::amqp_nodes::Nodes;
 use payhook_shared::domain::Context;
 use payhook_shared::gateway::Gateways;
 use payhook_shared::shutdown::CancellationToken;
@@ -24,7 +25,9 @@ pub struct Shared {
     pub broker: Arc<Broker>,
     pub names: Names,
     pub ctx: Context,
-    pub amqp_url: String,
+    /// The RabbitMQ cluster's nodes (`AMQP_URL`), for the consumer's and the poller's own
+    /// connections.
+    pub nodes: Arc<Nodes>,
     pub concurrency: usize,
     /// Most events in one transaction (`WORKER_BATCH_MAX`).
     pub batch_max: usize,
@@ -73,7 +76,7 @@ impl Worker {
                 gateways,
                 gocardless_retry_failed_payments: config.worker.gocardless_retry_failed_payments,
             },
-            amqp_url: config.broker.amqp_url.clone(),
+            nodes: Arc::new(Nodes::new(&config.broker.amqp_url)),
             concurrency: usize::from(config.worker.worker_concurrency),
             batch_max: usize::from(config.worker.worker_batch_max),
             // Never fewer messages on hand than tasks to run them.
@@ -132,7 +135,7 @@ impl Worker {
         let ops_handle = self.ops_server.handle();
         let ops = tokio::spawn(self.ops_server);
         let poller = tokio::spawn(queue_depth::poll(
-            self.shared.amqp_url.clone(),
+            self.shared.nodes.clone(),
             self.shared.names.clone(),
             self.queue_poll,
             shutdown.clone(),

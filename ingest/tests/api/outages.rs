@@ -137,3 +137,53 @@ async fn ingest_recovers_by_itself_when_the_database_comes_back() {
     );
     assert_eq!(app.count("webhook_events").await, 1);
 }
+
+#[tokio::test]
+async fn with_a_cluster_listed_ingest_moves_to_the_next_node_when_its_node_is_lost() {
+    let env = TestEnv::new();
+    let (a, b) = (
+        Proxy::start(env.broker_target()).await,
+        Proxy::start(env.broker_target()).await,
+    );
+    let mut config = test_config(&env);
+    config.broker.amqp_url = format!(
+        "{},{}",
+        env.broker_via(&a).amqp_url,
+        env.broker_via(&b).amqp_url
+    );
+    config.ingest.ingest_timeout = Duration::from_secs(3);
+    let app = spawn_app_with(env, config).await;
+    assert_eq!(
+        app.send(Gateway::PayQi, &Gateway::PayQi.sample("a"))
+            .await
+            .status(),
+        204
+    );
+
+    a.cut(); // the node ingest publishes to is lost
+             // A delivery in flight on the lost connection may be answered 503 (never 2xx unless
+             // confirmed); the gateway's retry, or the next delivery, goes through the other node.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let status = app
+            .send(Gateway::PayQi, &Gateway::PayQi.sample(&format!("b{i}")))
+            .await
+            .status()
+            .as_u16();
+        statuses.push(status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 204 || *s == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&204), "{statuses:?}");
+    // Every event answered 2xx is in the queue; none claimed published without a confirm.
+    let accepted = 1 + statuses.iter().filter(|s| **s == 204).count();
+    let published: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE published_at IS NOT NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(published as usize, accepted);
+    assert_eq!(app.published(10).await.len(), accepted);
+}

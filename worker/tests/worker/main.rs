@@ -11,6 +11,7 @@ mod erasure;
 mod failures;
 mod gocardless_mandates;
 mod gocardless_payments;
+mod nodes;
 mod other_gateways;
 mod process;
 mod prune;
