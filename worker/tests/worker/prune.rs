@@ -108,10 +108,25 @@ async fn prune_deletes_old_deliveries_and_finished_events_and_keeps_every_other_
     let old_unpublished = outbox_aged(&h, false, 100).await;
     let young_published = outbox_aged(&h, true, 10).await;
     let member = h.known_member("MD1").await;
+    // Bank data a hundred days old: never pruned.
+    sqlx::query(
+        "WITH c AS (INSERT INTO bank_connections (connection_id, created_at, updated_at)
+                    VALUES ('CN1', now() - interval '100 days', now() - interval '100 days'))
+         INSERT INTO bank_transactions (connection_id, transaction_id, booked_on, amount_minor,
+                                        currency, match_status, created_at)
+         VALUES ('CN1', 'TX1', current_date - 100, 500, 'GBP', 'unmatched', now() - interval '100 days')",
+    )
+    .execute(&h.pool)
+    .await
+    .unwrap();
     let (members, payments, ledger) = (
         ids_of(&h, "members").await,
         ids_of(&h, "payments").await,
         ids_of(&h, "transactions").await,
+    );
+    let bank = (
+        ids_of(&h, "bank_connections").await,
+        ids_of(&h, "bank_transactions").await,
     );
 
     let (ok, stdout, stderr) = prune_cli(&h, &[], &[]).await;
@@ -140,6 +155,14 @@ async fn prune_deletes_old_deliveries_and_finished_events_and_keeps_every_other_
     assert!(members.contains(&member));
     assert_eq!(ids_of(&h, "payments").await, payments);
     assert_eq!(ids_of(&h, "transactions").await, ledger);
+    assert_eq!(
+        (
+            ids_of(&h, "bank_connections").await,
+            ids_of(&h, "bank_transactions").await
+        ),
+        bank
+    );
+    assert_eq!(bank.1.len(), 1);
 }
 
 #[tokio::test]
