@@ -139,6 +139,26 @@ compose_without_env() {
 }
 check "docker-compose.yml refuses to run without a .env" compose_without_env
 
+# docker-compose.cluster.yml (three RabbitMQ nodes, PostgreSQL primary + synchronous standby),
+# resolved the same way.
+cp docker-compose.cluster.yml "$compose_dir/"
+compose_cluster_config() { (cd "$compose_dir" && docker-compose -f docker-compose.cluster.yml config -q); }
+check "docker-compose.cluster.yml: docker-compose config -q (.env.example as .env)" compose_cluster_config
+compose_cluster_semantics() {
+  (cd "$compose_dir" && docker-compose -f docker-compose.cluster.yml config) >"$work/compose-cluster.yml"
+  "$py" deploy/tools/validate.py compose-cluster "$work/compose-cluster.yml" "$compose_dir/docker-compose.cluster.yml" .env.example
+}
+check "docker-compose.cluster.yml: 3 RabbitMQ nodes, one cookie, cluster formation; PostgreSQL primary + sync standby; secrets only from .env" \
+  compose_cluster_semantics
+compose_cluster_without_env() {
+  rm "$compose_dir/.env"
+  if (cd "$compose_dir" && docker-compose -f docker-compose.cluster.yml config -q) 2>"$work/noenv"; then
+    echo "docker-compose.cluster.yml resolved without a .env: it must refuse to start without secrets"; return 1
+  fi
+  cp .env.example "$compose_dir/.env"
+}
+check "docker-compose.cluster.yml refuses to run without a .env" compose_cluster_without_env
+
 # Prometheus: config, rules, rule unit tests (promtool from Debian's prometheus package).
 check "promtool check config deploy/prometheus.yml ($(promtool --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p'))" \
   promtool check config deploy/prometheus.yml
@@ -174,6 +194,12 @@ kustomize() { kubectl kustomize deploy/k8s >"$work/k8s.yaml"; }
 check "kubectl kustomize deploy/k8s ($(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p'))" kustomize
 check "Kubernetes manifests: schemas ${k8s_versions[*]} (strict), KEDA schema, cross-references" \
   "$py" deploy/tools/validate.py k8s "$work/k8s.yaml" "${k8s_versions[@]}"
+# The clustered overlay: the same, plus the operators' resources against their CRDs' schemas
+# (deploy/tools/crd, made from the operators' releases) and what payhook's guarantee needs.
+kustomize_cluster() { kubectl kustomize deploy/k8s-cluster >"$work/k8s-cluster.yaml"; }
+check "kubectl kustomize deploy/k8s-cluster (RabbitmqCluster, CloudNativePG Cluster)" kustomize_cluster
+check "Kubernetes manifests, clustered: schemas ${k8s_versions[*]} (strict), operator CRD schemas, 3 RabbitMQ nodes, synchronous standby" \
+  "$py" deploy/tools/validate.py k8s-cluster "$work/k8s-cluster.yaml" "${k8s_versions[@]}"
 
 echo "deploy: $passed passed, $failed failed"
 [ "$failed" = 0 ]
