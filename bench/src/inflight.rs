@@ -79,11 +79,7 @@ async fn queue_depths(amqp_url: &str, prefix: &str) -> anyhow::Result<(u64, u64,
 
 /// (messages ready, consumers) of each queue in `names`, which must exist.
 pub async fn queues(amqp_url: &str, names: &[String]) -> anyhow::Result<Vec<(u64, u32)>> {
-    let conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        Connection::connect(amqp_url, ConnectionProperties::default()),
-    )
-    .await??;
+    let conn = connect(amqp_url).await?;
     let ch = conn.create_channel().await?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
@@ -106,15 +102,30 @@ pub async fn queues(amqp_url: &str, names: &[String]) -> anyhow::Result<Vec<(u64
 /// Empties `name` (the peer's Celery queue between steps); a queue that does not exist yet is
 /// empty already.
 pub async fn purge(amqp_url: &str, name: &str) -> anyhow::Result<()> {
-    let conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        Connection::connect(amqp_url, ConnectionProperties::default()),
-    )
-    .await??;
+    let conn = connect(amqp_url).await?;
     let ch = conn.create_channel().await?;
     let _ = ch
         .queue_purge(name.into(), lapin::options::QueuePurgeOptions::default())
         .await;
     let _ = conn.close(200, "done".into()).await;
     Ok(())
+}
+
+/// A connection to the broker; `amqp_url` may list a cluster's nodes (comma-separated), as
+/// payhook's `AMQP_URL` does: the first that answers.
+pub async fn connect(amqp_url: &str) -> anyhow::Result<Connection> {
+    let mut last = anyhow::anyhow!("no AMQP URL");
+    for url in amqp_url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            Connection::connect(url, ConnectionProperties::default()),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => last = e.into(),
+            Err(e) => last = e.into(),
+        }
+    }
+    Err(last)
 }

@@ -61,7 +61,9 @@ pub struct LoadOutcome {
 }
 
 pub struct Driver {
-    pub addr: SocketAddr,
+    /// Ingest's addresses: connection `c` talks to `addrs[c % len]`, as a load balancer
+    /// spreads a gateway's connections.
+    pub addrs: Vec<SocketAddr>,
     pub connections: usize,
     pub secrets: Vec<(Gateway, String)>,
     /// A delivery still unacknowledged then is given up (and the run fails).
@@ -89,7 +91,7 @@ impl Driver {
         let tasks: Vec<_> = (0..self.connections)
             .map(|c| {
                 let conn = Connection {
-                    addr: self.addr,
+                    addr: self.addrs[c % self.addrs.len()],
                     workload: workload.clone(),
                     slots: slots.clone(),
                     event_acked: event_acked.clone(),

@@ -24,16 +24,33 @@ pub enum Fault {
     RestartRabbitmq,
     /// `scripts/services.sh restart-pg`: `pg_ctl restart -m fast`.
     RestartPostgres,
-    /// `kill -9` ingest, start it again on the same address a moment later.
+    /// `kill -9` ingest (one of them, at random), start it again on the same address a
+    /// moment later.
     KillIngest,
+    /// Cluster: `kill -9` the RabbitMQ node that leads the events queue, later restart it
+    /// (it rejoins the cluster).
+    KillRabbitLeader,
+    /// Cluster: `kill -9` the PostgreSQL primary, promote the standby, move the read-write
+    /// address to it, then bring the old primary back as the new standby.
+    FailoverPostgres,
 }
 
 impl Fault {
+    /// The faults of one machine (one PostgreSQL, one RabbitMQ node).
     pub const ALL: [Fault; 4] = [
         Self::KillWorker,
         Self::RestartRabbitmq,
         Self::RestartPostgres,
         Self::KillIngest,
+    ];
+
+    /// The faults of a cluster: the processes' as on one machine, and the loss of a node of
+    /// each engine.
+    pub const CLUSTER: [Fault; 4] = [
+        Self::KillWorker,
+        Self::KillIngest,
+        Self::KillRabbitLeader,
+        Self::FailoverPostgres,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +59,8 @@ impl Fault {
             Self::RestartRabbitmq => "restart-rabbitmq",
             Self::RestartPostgres => "restart-postgres",
             Self::KillIngest => "kill-ingest",
+            Self::KillRabbitLeader => "kill-rabbit-leader",
+            Self::FailoverPostgres => "failover-postgres",
         }
     }
 }
@@ -59,6 +78,14 @@ pub struct FaultRecord {
     pub recovered_after_s: f64,
     /// Distinct events acknowledged when it fired.
     pub acked_events_before: u64,
+    /// Unix milliseconds when it fired (to find what the database recorded around it).
+    pub at_unix_ms: i64,
+    /// The longest time without any 2xx from ingest from the fault on (503s, refused
+    /// connections, stalls), seconds; filled in after the load.
+    pub ingest_gap_s: Option<f64>,
+    /// The longest time no event was processed from the fault on, seconds; filled in after
+    /// the drain.
+    pub drain_gap_s: Option<f64>,
 }
 
 /// `kinds` × `count`, shuffled.
@@ -93,6 +120,8 @@ pub struct Runner<'a> {
     /// Faults in the plan, and fired so far (for the log lines).
     pub planned: usize,
     pub done: usize,
+    /// The events queue, whose leader `kill-rabbit-leader` kills.
+    pub events_queue: String,
 }
 
 impl Runner<'_> {
@@ -128,6 +157,7 @@ impl Runner<'_> {
         let at = self.started.elapsed();
         let wall = chrono::Utc::now().format("%H:%M:%S%.3f").to_string();
         let acked = self.progress.acked_events.load(Ordering::Relaxed);
+        let at_unix_ms = chrono::Utc::now().timestamp_millis();
         say(format!(
             "FAULT {}/{}: {} at {:.1} s ({wall} UTC), {acked} events acknowledged so far",
             self.done + 1,
@@ -151,29 +181,37 @@ impl Runner<'_> {
                 )
             }
             Fault::KillIngest => {
-                let pid = self.stack.kill_ingest().await?;
+                let i = self.rng.range(0, self.stack.ingests() as u64) as usize;
+                let pid = self.stack.kill_ingest(i).await?;
                 let down = Duration::from_millis(self.rng.range(200, 1500));
                 tokio::time::sleep(down).await;
-                self.stack.restart_ingest()?;
+                self.stack.restart_ingest(i)?;
+                let which = if self.stack.ingests() > 1 {
+                    format!(" #{}", i + 1)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "kill -9 ingest (pid {pid}), restarted after {:.1} s",
+                    "kill -9 ingest{which} (pid {pid}), restarted after {:.1} s",
                     down.as_secs_f64()
                 )
             }
             Fault::RestartRabbitmq => {
-                self.stack.services("restart-rabbit").await?;
+                self.stack.services(&["restart-rabbit"]).await?;
                 format!(
                     "RabbitMQ stopped and started in {:.1} s",
                     t0.elapsed().as_secs_f64()
                 )
             }
             Fault::RestartPostgres => {
-                self.stack.services("restart-pg").await?;
+                self.stack.services(&["restart-pg"]).await?;
                 format!(
                     "pg_ctl restart -m fast took {:.1} s",
                     t0.elapsed().as_secs_f64()
                 )
             }
+            Fault::KillRabbitLeader => return self.kill_rabbit_leader(at, wall, acked, at_unix_ms).await,
+            Fault::FailoverPostgres => return self.failover_postgres(at, wall, acked, at_unix_ms).await,
         };
         self.stack.ready(self.recover_within).await?;
         let recovered = t0.elapsed();
@@ -188,8 +226,124 @@ impl Runner<'_> {
             detail,
             recovered_after_s: recovered.as_secs_f64(),
             acked_events_before: acked,
+            at_unix_ms,
+            ingest_gap_s: None,
+            drain_gap_s: None,
         })
     }
+
+    /// The node leading the events queue is killed while the load runs on the others; it is
+    /// restarted (and rejoins) a few seconds later. Recovered: every process ready again,
+    /// with the node back.
+    async fn kill_rabbit_leader(
+        &mut self,
+        at: Duration,
+        wall: String,
+        acked: u64,
+        at_unix_ms: i64,
+    ) -> anyhow::Result<FaultRecord> {
+        let t0 = Instant::now();
+        let leader = self
+            .stack
+            .services(&["rabbit-leader", &self.events_queue])
+            .await?
+            .trim()
+            .to_owned();
+        anyhow::ensure!(!leader.is_empty(), "no leader found for {}", self.events_queue);
+        self.stack.services(&["rabbit-kill", &leader]).await?;
+        let down = Duration::from_millis(self.rng.range(2000, 6000));
+        tokio::time::sleep(down).await;
+        // Before the node is back: payhook must be serving from the other two.
+        self.stack.ready(self.recover_within).await?;
+        let serving = t0.elapsed();
+        self.stack.services(&["rabbit-restart", &leader]).await?;
+        let rejoined = t0.elapsed();
+        self.stack.ready(self.recover_within).await?;
+        let detail = format!(
+            "kill -9 RabbitMQ node {leader} (leader of {}); payhook ready on the others {:.1} s \
+             after; node restarted and back in the cluster {:.1} s after",
+            self.events_queue,
+            serving.as_secs_f64(),
+            rejoined.as_secs_f64()
+        );
+        self.record(FaultRecord {
+            fault: Fault::KillRabbitLeader,
+            at_s: at.as_secs_f64(),
+            at: wall,
+            detail,
+            recovered_after_s: serving.as_secs_f64(),
+            acked_events_before: acked,
+            at_unix_ms,
+            ingest_gap_s: None,
+            drain_gap_s: None,
+        })
+    }
+
+    /// The primary is killed; after a detection delay the standby is promoted and the
+    /// read-write address moved to it (what an operator such as CloudNativePG does);
+    /// recovered: every process ready again; then the old primary rejoins as the standby.
+    async fn failover_postgres(
+        &mut self,
+        at: Duration,
+        wall: String,
+        acked: u64,
+        at_unix_ms: i64,
+    ) -> anyhow::Result<FaultRecord> {
+        let t0 = Instant::now();
+        self.stack.services(&["pg-kill-primary"]).await?;
+        let detect = Duration::from_millis(self.rng.range(1000, 3000));
+        tokio::time::sleep(detect).await;
+        self.stack.services(&["pg-promote"]).await?;
+        let promoted = t0.elapsed();
+        self.stack.ready(self.recover_within).await?;
+        let serving = t0.elapsed();
+        self.stack.services(&["pg-rejoin-old-primary"]).await?;
+        let rejoined = t0.elapsed();
+        let detail = format!(
+            "kill -9 PostgreSQL primary; standby promoted and read-write address moved {:.1} s \
+             after; payhook ready {:.1} s after; old primary back as the standby {:.1} s after",
+            promoted.as_secs_f64(),
+            serving.as_secs_f64(),
+            rejoined.as_secs_f64()
+        );
+        self.record(FaultRecord {
+            fault: Fault::FailoverPostgres,
+            at_s: at.as_secs_f64(),
+            at: wall,
+            detail,
+            recovered_after_s: serving.as_secs_f64(),
+            acked_events_before: acked,
+            at_unix_ms,
+            ingest_gap_s: None,
+            drain_gap_s: None,
+        })
+    }
+
+    fn record(&self, r: FaultRecord) -> anyhow::Result<FaultRecord> {
+        say(format!(
+            "  {}; every process ready again {:.1} s after the fault",
+            r.detail, r.recovered_after_s
+        ));
+        Ok(r)
+    }
+}
+
+/// The longest stretch without a point of `times` (seconds, any order) in `[from, to]`,
+/// counting from `from` and up to `to`.
+pub fn longest_gap(times: &[f64], from: f64, to: f64) -> f64 {
+    let mut inside: Vec<f64> = times
+        .iter()
+        .copied()
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    inside.sort_by(f64::total_cmp);
+    let mut last = from;
+    let mut gap: f64 = 0.0;
+    for t in inside {
+        gap = gap.max(t - last);
+        last = t;
+    }
+    gap.max(to - last)
 }
 
 #[cfg(test)]
@@ -204,6 +358,13 @@ mod tests {
             assert_eq!(a.iter().filter(|x| **x == f).count(), 3);
         }
         assert_eq!(a, plan(&Fault::ALL, 3, &mut Rng::new(5)));
+    }
+
+    #[test]
+    fn the_longest_gap_counts_from_the_fault_to_the_end_of_the_window() {
+        assert_eq!(longest_gap(&[1.0, 2.0, 6.0, 7.0], 0.5, 8.0), 4.0);
+        assert_eq!(longest_gap(&[], 1.0, 3.0), 2.0);
+        assert_eq!(longest_gap(&[0.2, 9.0], 1.0, 3.0), 2.0);
     }
 
     #[test]

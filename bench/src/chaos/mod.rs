@@ -66,9 +66,21 @@ pub struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults to inject: `all`, `none`, or a comma-separated list of kill-worker,
-    /// restart-rabbitmq, restart-postgres, kill-ingest.
+    /// restart-rabbitmq, restart-postgres, kill-ingest, and with --cluster kill-rabbit-leader,
+    /// failover-postgres. `all` is the first four on one machine; with --cluster, kill-worker,
+    /// kill-ingest, kill-rabbit-leader and failover-postgres.
     #[arg(long, default_value = "all", value_parser = parse_faults)]
     faults: FaultList,
+    /// Run against a cluster (scripts/chaos --cluster brings it up): a three-node RabbitMQ
+    /// cluster and a PostgreSQL primary with a standby behind one read-write address;
+    /// --amqp-url lists the nodes and --pg-url is the read-write address. Two ingests unless
+    /// --ingests says otherwise.
+    #[arg(long)]
+    cluster: bool,
+    /// payhook-ingest processes (the load spreads its connections over them; default 1, 2
+    /// with --cluster).
+    #[arg(long)]
+    ingests: Option<usize>,
     /// How many times each chosen fault is injected (default: 1 up to 10,000 events, 2
     /// above).
     #[arg(long)]
@@ -154,20 +166,20 @@ pub struct Args {
     relay_after: String,
 }
 
-/// The faults chosen on the command line.
+/// The faults chosen on the command line; `None`: all of the setup's.
 #[derive(Debug, Clone)]
-pub struct FaultList(Vec<Fault>);
+pub struct FaultList(Option<Vec<Fault>>);
 
 fn parse_faults(s: &str) -> Result<FaultList, String> {
     use clap::ValueEnum as _;
     match s {
-        "all" => Ok(FaultList(Fault::ALL.to_vec())),
-        "none" => Ok(FaultList(Vec::new())),
+        "all" => Ok(FaultList(None)),
+        "none" => Ok(FaultList(Some(Vec::new()))),
         list => list
             .split(',')
             .map(|f| Fault::from_str(f.trim(), false))
             .collect::<Result<Vec<_>, _>>()
-            .map(FaultList),
+            .map(|f| FaultList(Some(f))),
     }
 }
 
@@ -207,8 +219,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let fault_count = args
         .fault_count
         .unwrap_or(if args.events <= 10_000 { 1 } else { 2 });
-    if args.connections == 0 || args.workers == 0 {
-        bail!("--connections and --workers must be at least 1");
+    let ingests = args.ingests.unwrap_or(if args.cluster { 2 } else { 1 });
+    if args.connections == 0 || args.workers == 0 || ingests == 0 {
+        bail!("--connections, --workers and --ingests must be at least 1");
+    }
+    let kinds = match &args.faults.0 {
+        Some(list) => list.clone(),
+        None if args.cluster => Fault::CLUSTER.to_vec(),
+        None => Fault::ALL.to_vec(),
+    };
+    if !args.cluster
+        && kinds
+            .iter()
+            .any(|f| matches!(f, Fault::KillRabbitLeader | Fault::FailoverPostgres))
+    {
+        bail!("kill-rabbit-leader and failover-postgres need --cluster");
     }
     for bin in ["payhook-ingest", "payhook-worker"] {
         if !args.bin_dir.join(bin).is_file() {
@@ -231,7 +256,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         },
         &mut root.fork(1),
     ));
-    let plan = faults::plan(&args.faults.0, fault_count, &mut root.fork(2));
+    let plan = faults::plan(&kinds, fault_count, &mut root.fork(2));
     let refusals = refused::plan(
         &tag,
         args.unparseable,
@@ -294,12 +319,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             reconcile_interval: args.reconcile_interval.clone(),
             relay_after: args.relay_after.clone(),
         },
+        ingests,
         args.workers,
     )
     .await?;
     say(format!(
         "payhook-ingest on {} and {} worker(s) ready after {:.1} s",
-        stack.ingest_addr,
+        stack
+            .ingest_addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         args.workers,
         started.elapsed().as_secs_f64()
     ));
@@ -324,7 +355,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let load_started = Instant::now();
     let printer = tokio::spawn(print_progress(progress.clone(), workload.clone()));
     let driver = Driver {
-        addr: stack.ingest_addr,
+        addrs: stack.ingest_addrs.clone(),
         connections: args.connections,
         secrets: SECRETS.iter().map(|(g, s)| (*g, (*s).to_owned())).collect(),
         deadline: load_started + Duration::from_secs(args.load_timeout),
@@ -340,6 +371,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         recover_within: Duration::from_secs(args.recover_timeout),
         planned: plan.len(),
         done: 0,
+        events_queue: format!("{prefix}.events"),
     };
     let faults_run = async {
         let r = runner.run(&plan).await;
@@ -349,7 +381,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let refusals_run = refused::send(
         &refusals,
-        driver.addr,
+        driver.addrs[0],
         &driver.secrets,
         progress.clone(),
         driver.deadline,
@@ -361,7 +393,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         refusals_run
     );
     printer.abort();
-    let (fault_records, fault_error) = match fault_result {
+    let (mut fault_records, fault_error) = match fault_result {
         Ok(r) => (r, None),
         Err(e) => {
             say(format!("a fault did not go as planned: {e:#}"));
@@ -398,6 +430,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     ));
+
+    gaps(&pool, &mut fault_records, &load).await;
 
     let acked: Vec<bool> = load
         .slots
@@ -528,6 +562,40 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     say(format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(ok)
+}
+
+/// How long, from each fault on, ingest gave no 2xx and no event was processed: within the
+/// fault's recovery plus 20 s (for ingest, and never past the end of the load, where 2xx stop
+/// because nothing is left to send).
+async fn gaps(pool: &sqlx::PgPool, records: &mut [faults::FaultRecord], load: &driver::LoadOutcome) {
+    const AFTER: f64 = 20.0;
+    let acks: Vec<f64> = load
+        .slots
+        .iter()
+        .filter(|s| s.acked.load(Ordering::Acquire))
+        .map(|s| s.acked_ms.load(Ordering::Relaxed) as f64 / 1000.0)
+        .collect();
+    let load_end = load.elapsed.as_secs_f64();
+    for r in records.iter_mut() {
+        let end = (r.at_s + r.recovered_after_s + AFTER).min(load_end);
+        if end > r.at_s {
+            r.ingest_gap_s = Some(faults::longest_gap(&acks, r.at_s, end));
+        }
+        let window = r.recovered_after_s + AFTER;
+        let processed: Result<Vec<f64>, _> = sqlx::query_scalar(
+            "SELECT (EXTRACT(EPOCH FROM processed_at) * 1000 - $1)::float8 / 1000
+             FROM webhook_events
+             WHERE processed_at >= to_timestamp($1 / 1000.0)
+               AND processed_at <= to_timestamp($1 / 1000.0) + make_interval(secs => $2)",
+        )
+        .bind(r.at_unix_ms as f64)
+        .bind(window)
+        .fetch_all(pool)
+        .await;
+        if let Ok(times) = processed {
+            r.drain_gap_s = Some(faults::longest_gap(&times, 0.0, window));
+        }
+    }
 }
 
 /// A line every 5 s while the load runs.

@@ -207,22 +207,28 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let _ = writeln!(s, "\n| fault | at | detail | ready again after |");
-        let _ = writeln!(s, "|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\n| fault | at | detail | ready again after | longest without a 2xx | longest without a processed event |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} s"));
         for f in &self.faults {
             let _ = writeln!(
                 s,
-                "| {} | {:.1} s ({} UTC, {} events acked) | {} | {:.1} s |",
+                "| {} | {:.1} s ({} UTC, {} events acked) | {} | {:.1} s | {} | {} |",
                 f.fault.name(),
                 f.at_s,
                 f.at,
                 human(f.acked_events_before),
                 f.detail,
-                f.recovered_after_s
+                f.recovered_after_s,
+                secs(f.ingest_gap_s),
+                secs(f.drain_gap_s)
             );
         }
         if self.faults.is_empty() {
-            let _ = writeln!(s, "| none | | | |");
+            let _ = writeln!(s, "| none | | | | | |");
         }
         let _ = writeln!(s, "\n| check | value | expected | |");
         let _ = writeln!(s, "|---|---|---|---|");

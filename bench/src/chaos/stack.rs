@@ -1,7 +1,8 @@
-//! The system under test as the chaos run drives it: one `payhook-ingest` and N
+//! The system under test as the chaos run drives it: M `payhook-ingest` and N
 //! `payhook-worker` processes (children of ours, through [`crate::procs::Service`]), each
 //! restartable on the same addresses after a `kill -9`, and the stack's PostgreSQL and
-//! RabbitMQ, restarted through `scripts/services.sh` exactly as an operator would.
+//! RabbitMQ, restarted (or, for a cluster, a node killed and a standby promoted) through
+//! `scripts/services.sh` exactly as an operator would.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,9 +36,10 @@ pub struct StackConfig {
 /// The running processes.
 pub struct Stack {
     cfg: StackConfig,
-    ingest: Option<Service>,
-    pub ingest_addr: SocketAddr,
-    ingest_ops: SocketAddr,
+    ingests: Vec<Option<Service>>,
+    /// Where each ingest takes webhooks (the load spreads its connections over them).
+    pub ingest_addrs: Vec<SocketAddr>,
+    ingest_ops: Vec<SocketAddr>,
     workers: Vec<Option<Service>>,
     worker_ops: Vec<SocketAddr>,
     /// Processes found dead that no fault killed: (name, when, how), for the report.
@@ -45,13 +47,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts ingest (which migrates the fresh database) and then `workers` workers, and
-    /// waits until all of them are ready.
-    pub async fn start(cfg: StackConfig, workers: usize) -> anyhow::Result<Self> {
+    /// Starts the first ingest (which migrates the fresh database), then the other ingests
+    /// and `workers` workers, and waits until all of them are ready.
+    pub async fn start(cfg: StackConfig, ingests: usize, workers: usize) -> anyhow::Result<Self> {
+        let addrs = |n: usize| (0..n).map(|_| procs::free_addr()).collect::<anyhow::Result<Vec<_>>>();
         let mut stack = Stack {
-            ingest: None,
-            ingest_addr: procs::free_addr()?,
-            ingest_ops: procs::free_addr()?,
+            ingests: (0..ingests).map(|_| None).collect(),
+            ingest_addrs: addrs(ingests)?,
+            ingest_ops: addrs(ingests)?,
             worker_ops: (0..workers)
                 .map(|_| procs::free_addr())
                 .collect::<anyhow::Result<_>>()?,
@@ -59,8 +62,13 @@ impl Stack {
             crashes: Vec::new(),
             cfg,
         };
-        stack.start_ingest()?;
-        stack.ingest_mut().ready(Duration::from_secs(120)).await?;
+        stack.start_ingest(0)?;
+        if let Some(first) = stack.ingests[0].as_mut() {
+            first.ready(Duration::from_secs(120)).await?;
+        }
+        for i in 1..ingests {
+            stack.start_ingest(i)?;
+        }
         for i in 0..workers {
             stack.start_worker(i)?;
         }
@@ -72,28 +80,33 @@ impl Stack {
         self.workers.len()
     }
 
-    fn ingest_mut(&mut self) -> &mut Service {
-        self.ingest.as_mut().expect("ingest is running")
+    pub fn ingests(&self) -> usize {
+        self.ingests.len()
     }
 
-    fn start_ingest(&mut self) -> anyhow::Result<()> {
+    fn start_ingest(&mut self, i: usize) -> anyhow::Result<()> {
         let mut env = vec![
             ("DATABASE_URL", self.cfg.db_url.clone()),
             ("AMQP_URL", self.cfg.amqp_url.clone()),
             ("PAYHOOK_AMQP_PREFIX", self.cfg.prefix.clone()),
-            ("INGEST_ADDR", self.ingest_addr.to_string()),
-            ("INGEST_OPS_ADDR", self.ingest_ops.to_string()),
+            ("INGEST_ADDR", self.ingest_addrs[i].to_string()),
+            ("INGEST_OPS_ADDR", self.ingest_ops[i].to_string()),
             ("RUST_LOG", self.cfg.rust_log.clone()),
         ];
         for (gateway, secret) in &self.cfg.secrets {
             env.push((gateway.secret_env(), secret.clone()));
         }
-        self.ingest = Some(Service::spawn(
+        let (name, log) = if self.ingests.len() == 1 {
+            ("payhook-ingest".to_owned(), "ingest.log".to_owned())
+        } else {
+            (format!("payhook-ingest #{}", i + 1), format!("ingest{}.log", i + 1))
+        };
+        self.ingests[i] = Some(Service::spawn(
             &self.cfg.bin_dir.join("payhook-ingest"),
-            "payhook-ingest",
-            self.ingest_ops,
+            &name,
+            self.ingest_ops[i],
             &env,
-            &self.cfg.log_dir.join("ingest.log"),
+            &self.cfg.log_dir.join(log),
         )?);
         Ok(())
     }
@@ -152,43 +165,52 @@ impl Stack {
         self.start_worker(i)
     }
 
-    /// `kill -9` ingest; its pid.
-    pub async fn kill_ingest(&mut self) -> anyhow::Result<u32> {
-        let s = self.ingest.take().context("ingest not running")?;
+    /// `kill -9` ingest `i`; its pid.
+    pub async fn kill_ingest(&mut self, i: usize) -> anyhow::Result<u32> {
+        let s = self.ingests[i].take().context("ingest not running")?;
         let pid = s.pid();
         s.kill().await?;
         Ok(pid)
     }
 
-    /// Starts ingest again on the same addresses (gateways keep the URL they know).
-    pub fn restart_ingest(&mut self) -> anyhow::Result<()> {
-        self.start_ingest()
+    /// Starts ingest `i` again on the same addresses (gateways keep the URL they know).
+    pub fn restart_ingest(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_ingest(i)
     }
 
-    /// `scripts/services.sh <command> --stack <stack>`, output appended to services.log.
-    pub async fn services(&self, command: &str) -> anyhow::Result<()> {
+    /// `scripts/services.sh <args> --stack <stack>`; its stdout (stderr is appended to
+    /// services.log, with the stdout).
+    pub async fn services(&self, args: &[&str]) -> anyhow::Result<String> {
         let log = self.cfg.log_dir.join("services.log");
-        let out = std::fs::OpenOptions::new()
+        let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let status = tokio::process::Command::new(&self.cfg.services)
-            .args([command, "--stack", &self.cfg.stack])
+        let out = tokio::process::Command::new(&self.cfg.services)
+            .args(args)
+            .args(["--stack", &self.cfg.stack])
             .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .status()
+            .stderr(err)
+            .output()
             .await
             .with_context(|| format!("running {}", self.cfg.services.display()))?;
-        if !status.success() {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        {
+            use std::io::Write as _;
+            let mut log_file = std::fs::OpenOptions::new().append(true).open(&log)?;
+            let _ = log_file.write_all(stdout.as_bytes());
+        }
+        if !out.status.success() {
             bail!(
-                "{} {command} --stack {} failed ({status}); see {}",
+                "{} {} --stack {} failed ({}); see {}",
                 self.cfg.services.display(),
+                args.join(" "),
                 self.cfg.stack,
+                out.status,
                 log.display()
             );
         }
-        Ok(())
+        Ok(stdout)
     }
 
     /// Waits until ingest and every worker answer /readyz with 200. A process that exited
@@ -198,8 +220,9 @@ impl Stack {
         let deadline = Instant::now() + within;
         let left = || deadline.saturating_duration_since(Instant::now());
         let mut services: Vec<&mut Service> = self
-            .ingest
+            .ingests
             .iter_mut()
+            .flatten()
             .chain(self.workers.iter_mut().flatten())
             .collect();
         for s in services.iter_mut() {
@@ -210,9 +233,13 @@ impl Stack {
 
     /// Records and restarts any process that died without a fault killing it.
     pub fn restart_crashed(&mut self) -> anyhow::Result<()> {
-        if self.ingest.as_mut().is_some_and(|s| !s.alive()) {
-            self.crashes.push("payhook-ingest exited on its own".into());
-            self.start_ingest()?;
+        for i in 0..self.ingests.len() {
+            if self.ingests[i].as_mut().is_some_and(|s| !s.alive()) {
+                let name = self.ingests[i].as_ref().map(|s| s.name.clone());
+                self.crashes
+                    .push(format!("{} exited on its own", name.unwrap_or_default()));
+                self.start_ingest(i)?;
+            }
         }
         for i in 0..self.workers.len() {
             if self.workers[i].as_mut().is_some_and(|s| !s.alive()) {
@@ -228,7 +255,12 @@ impl Stack {
     /// SIGKILL). For each process, how long it took, or why it had to be killed.
     pub async fn stop(self, limit: Duration) -> Vec<(String, Result<f64, String>)> {
         let mut stops = Vec::new();
-        for s in self.workers.into_iter().flatten().chain(self.ingest) {
+        for s in self
+            .workers
+            .into_iter()
+            .flatten()
+            .chain(self.ingests.into_iter().flatten())
+        {
             let name = s.name.clone();
             let r = s
                 .stop_within(limit)
