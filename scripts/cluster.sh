@@ -22,7 +22,8 @@
 #   pg-rejoin-old-primary             the old primary back as the new standby (pg_rewind, else
 #                                     a fresh pg_basebackup); synchronous again in the mode
 #                                     `up` set (sync unless `up --async`)
-# Helpers: rabbit-quorum-status QUEUE [VHOST] (one `node raft_state` line per member),
+# Helpers: reset-rabbit (empties the cluster: vhost / deleted and made again),
+#   rabbit-quorum-status QUEUE [VHOST] (one `node raft_state` line per member),
 #   rabbit-declare-quorum QUEUE [GROUP_SIZE] (a durable quorum queue, through rabbitmqctl),
 #   rabbitmqctl|rabbitmq-queues NODE ARGS... (that tool against node NODE, e.g.
 #   `scripts/cluster.sh rabbitmqctl 1 cluster_status`).
@@ -32,7 +33,8 @@
 #   cluster       PostgreSQL 61432 61433 rw 61434   AMQP 61672-61674   distribution 41672-41674
 #   cluster-test  PostgreSQL 61435 61436 rw 61437   AMQP 61675-61677   distribution 41675-41677
 # Any other name needs PAYHOOK_CLUSTER_PG_PORT, PAYHOOK_CLUSTER_AMQP_PORT and
-# PAYHOOK_CLUSTER_DIST_PORT (the first of three each). The CLI tools open no listening port.
+# PAYHOOK_CLUSTER_DIST_PORT (the first of three each). The rabbitmqctl/rabbitmq-queues
+# pass-through listens on 41678-41679 (PAYHOOK_CLUSTER_CLI_DIST_PORT), the script's own calls on none.
 # State: PAYHOOK_STATE_DIR, else .payhook/<stack> (as services.sh). $state/roles records which
 # PostgreSQL node is primary, the standby's state and the replication mode, so faults can be
 # repeated in either direction.
@@ -69,6 +71,8 @@ pg_base=${PAYHOOK_CLUSTER_PG_PORT:-$pg_base}
 amqp_base=${PAYHOOK_CLUSTER_AMQP_PORT:-$amqp_base}
 dist_base=${PAYHOOK_CLUSTER_DIST_PORT:-$dist_base}
 rw_port=$((pg_base + 2))
+# Listening ports for the pass-through CLI tools (see cli_listen).
+dist_cli_base=${PAYHOOK_CLUSTER_CLI_DIST_PORT:-41678}
 
 state=${PAYHOOK_STATE_DIR:-$repo/.payhook/$stack}
 # As root, the data must be reachable by the postgres and rabbitmq users (as in services.sh).
@@ -367,11 +371,18 @@ rmq_env() {
     RABBITMQ_NODE_PORT=$((amqp_base + i - 1)) RABBITMQ_DIST_PORT=$((dist_base + i - 1))
     RABBITMQ_MNESIA_BASE="$b/mnesia" RABBITMQ_LOG_BASE="$b/log" RABBITMQ_CONFIG_FILE="$b/rabbitmq"
     RABBITMQ_ENABLED_PLUGINS_FILE="$b/enabled_plugins" RABBITMQ_PID_FILE="$b/pid"
-    # Distribution on loopback only; the CLI tools connect out and open no port of their own.
+    # Distribution on loopback only.
     "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}"
-    "RABBITMQ_CTL_ERL_ARGS=-dist_listen false"
+    "${cli_dist[@]}"
     HOME="$b" "$@")
 }
+# The CLI tools are Erlang nodes too. This script's own calls each talk to one node, so they
+# open no port (-dist_listen false) and any number can run at once (down stops three nodes
+# side by side). Commands that gather from every node (list_queues, ...) need the other nodes
+# to connect back to the CLI: the rabbitmqctl/rabbitmq-queues pass-through listens, on the two
+# ports left after both stacks' distribution ports (so at most two of those at a time).
+cli_dist=("RABBITMQ_CTL_ERL_ARGS=-dist_listen false")
+cli_listen() { cli_dist=(RABBITMQ_CTL_DIST_PORT_MIN=$((dist_cli_base)) RABBITMQ_CTL_DIST_PORT_MAX=$((dist_cli_base + 1))); }
 rctl() { # N ARGS...: rabbitmqctl against node N
   local i=$1; shift
   rmq_env "$i" timeout 60 "$rmq_bin/rabbitmqctl" -n "$(rnode "$i")" -q "$@"
@@ -471,10 +482,14 @@ rabbit_any() {
 }
 
 quorum_status() { # QUEUE VHOST: `node raft_state` per member, asked of any running node
+  # (exit 2: the queue does not exist)
   local q=$1 vh=$2 i out
   for i in 1 2 3; do
     [ -n "$(rabbit_pid "$i")" ] || continue
-    out=$(rqueues "$i" quorum_status --vhost "$vh" "$q" --formatter json 2>/dev/null) || continue
+    if ! out=$(rqueues "$i" quorum_status --vhost "$vh" "$q" --formatter json 2>&1); then
+      if printf '%s' "$out" | grep -qx 'not_found'; then return 2; fi
+      continue
+    fi
     printf '%s\n' "$out" | sed -n 's/.*"Node Name":"\([^"]*\)","Raft State":"\([^"]*\)".*/\1 \2/p'
     return 0
   done
@@ -659,8 +674,10 @@ case "$cmd" in
     q=${args[0]:?usage: rabbit-leader QUEUE [VHOST]}; vh=${args[1]:-/}
     start=$(now_ms)
     # During an election there is no leader for a moment: ask again, for up to 30 s.
-    for _ in $(seq 1 60); do
-      leader=$(quorum_status "$q" "$vh" | awk '$2 == "leader" {print $1; exit}' || true)
+    while [ $(( $(now_ms) - start )) -lt 30000 ]; do
+      rc=0; members=$(quorum_status "$q" "$vh") || rc=$?
+      [ "$rc" = 2 ] && die "no quorum queue $q in vhost $vh"
+      leader=$(printf '%s\n' "$members" | awk '$2 == "leader" {print $1; exit}')
       if [ -n "$leader" ]; then
         log "leader of $q: $leader ($(( $(now_ms) - start )) ms)"
         echo "$leader"; exit 0
@@ -671,7 +688,8 @@ case "$cmd" in
 
   rabbit-quorum-status)
     q=${args[0]:?usage: rabbit-quorum-status QUEUE [VHOST]}
-    quorum_status "$q" "${args[1]:-/}" || die "no running node answered quorum_status $q" ;;
+    rc=0; quorum_status "$q" "${args[1]:-/}" || rc=$?
+    [ "$rc" = 0 ] || die "$([ "$rc" = 2 ] && echo "no quorum queue $q" || echo "no running node answered quorum_status $q")" ;;
 
   rabbit-declare-quorum)
     q=${args[0]:?usage: rabbit-declare-quorum QUEUE [GROUP_SIZE]}; size=${args[1]:-3}
@@ -749,9 +767,21 @@ case "$cmd" in
     log "node $STANDBY streams from $PRIMARY ($sync, by $rejoin_method)"
     report "$start" "rejoined pg=$STANDBY port=$(pg_port "$STANDBY") as=standby of=$PRIMARY method=$rejoin_method sync_state=$sync" ;;
 
+  reset-rabbit)
+    # Empties the cluster (what earlier runs left): vhost / deleted and created again, with
+    # guest's permissions. (A node's `reset`, as services.sh does for one node, would take it
+    # out of the cluster.)
+    start=$(now_ms)
+    i=$(rabbit_any) || die "no RabbitMQ node runs"
+    rctl "$i" delete_vhost / >/dev/null 2>&1 || true
+    rctl "$i" add_vhost / >/dev/null
+    rctl "$i" set_permissions -p / guest '.*' '.*' '.*' >/dev/null
+    report "$start" "reset rabbit vhost=/ via=$(rnode "$i")" ;;
+
   rabbitmqctl|rabbitmq-queues)
     [ ${#args[@]} -ge 1 ] || die "usage: $cmd NODE ARGS..."
     i=$(node_index "${args[0]}")
+    cli_listen
     if [ "$cmd" = rabbitmqctl ]; then rctl "$i" "${args[@]:1}"; else rqueues "$i" "${args[@]:1}"; fi ;;
 
   *) echo "unknown command: $cmd (up, down, env, status, rabbit-leader, rabbit-kill, rabbit-restart, pg-kill-primary, pg-promote, pg-rejoin-old-primary, rabbit-quorum-status, rabbit-declare-quorum)" >&2; exit 2 ;;
