@@ -264,11 +264,13 @@ EOF
 pg_basebackup_to() {
   local n=$1 p=$2 dir; dir=$(pg_dir "$1")
   log "pg_basebackup from $p ($(pg_port "$p")) into $dir"
-  rm -rf "$dir"
-  mkdir -p "$dir"; chmod 700 "$dir"; own "$(pg_user)" "$dir"
-  as_user "$(pg_user)" "$pg_bin/pg_basebackup" -h 127.0.0.1 -p "$(pg_port "$p")" -U postgres -D "$dir" \
+  # Into a side directory first: a backup cut short must not look like a node's data.
+  rm -rf "$dir" "$dir.partial"
+  mkdir -p "$dir.partial"; chmod 700 "$dir.partial"; own "$(pg_user)" "$dir.partial"
+  as_user "$(pg_user)" "$pg_bin/pg_basebackup" -h 127.0.0.1 -p "$(pg_port "$p")" -U postgres -D "$dir.partial" \
     -X stream -c fast >"$pg_root/$n.basebackup.log" 2>&1 \
-    || { cat "$pg_root/$n.basebackup.log" >&2; die "pg_basebackup into $dir failed"; }
+    || { cat "$pg_root/$n.basebackup.log" >&2; die "pg_basebackup into $dir.partial failed"; }
+  mv "$dir.partial" "$dir"
   make_standby_conf "$n" "$p"
 }
 
@@ -465,9 +467,10 @@ rabbit_join() {
 rabbit_stop() {
   local i=$1 pid; pid=$(rabbit_pid "$1")
   if [ -z "$pid" ]; then rm -f "$(rbase "$i")/pid"; return 0; fi
-  rmq_env "$i" timeout 15 "$rmq_bin/rabbitmqctl" -n "$(rnode "$i")" -q stop
+  # A graceful stop, bounded: a half-started node may not answer it; down must stay quick.
+  rmq_env "$i" timeout 8 "$rmq_bin/rabbitmqctl" -n "$(rnode "$i")" -q stop
   as_user "$(rmq_user)" "${rmq_cmd[@]}" >/dev/null 2>&1 || true
-  for _ in $(seq 1 20); do alive "$pid" || break; sleep 0.25; done
+  for _ in $(seq 1 8); do alive "$pid" || break; sleep 0.25; done
   if alive "$pid"; then log "RabbitMQ $(rnode "$i") did not stop; killing it"; kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$(rbase "$i")/pid"
 }
