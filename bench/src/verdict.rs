@@ -3,7 +3,12 @@
 //! stored. The expected state is computed here,
 //! from DESIGN.md's rules (forward-only statuses, one `payment` ledger row per completed
 //! payment, negative rows for refunds and chargebacks, the latest mandate event decides a
-//! member's status), never by asking payhook's code.
+//! member's status), never by asking payhook's code. Bank data (payments of provider `bank`,
+//! bank transactions and connections) has its own checks ([`bank`]), run when the workload
+//! has any.
+
+#[path = "verdict_bank.rs"]
+mod bank;
 
 use std::collections::HashMap;
 
@@ -46,6 +51,10 @@ pub struct Stored {
     /// Events that needed more than one attempt in the worker, and all their retries.
     pub events_retried: i64,
     pub worker_retries: i64,
+    /// Bank data: `bank_transactions` rows, those `matched`, `bank_connections` rows.
+    pub bank_transactions: i64,
+    pub bank_credits_matched: i64,
+    pub bank_connections: i64,
 }
 
 /// Collects examples, keeping the first few.
@@ -206,17 +215,20 @@ pub async fn run(
         }
     }
 
-    // 2 and 3. Ledger and status of every payment.
-    let payments: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT provider, external_id, status FROM payments")
-            .fetch_all(pool)
-            .await?;
+    // 2 and 3. Ledger and status of every payment (of a gateway: the bank checks see to the
+    // payments of provider `bank`).
+    let payments: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT provider, external_id, status FROM payments WHERE provider <> 'bank'",
+    )
+    .fetch_all(pool)
+    .await?;
     stored_figures.payments = payments.len() as i64;
     let status_of: HashMap<(String, String), String> =
         payments.into_iter().map(|(p, e, s)| ((p, e), s)).collect();
     let ledger: Vec<(String, String, String, i64)> = sqlx::query_as(
         "SELECT p.provider, p.external_id, t.kind, t.amount_minor
-         FROM transactions t JOIN payments p ON p.id = t.payment_id",
+         FROM transactions t JOIN payments p ON p.id = t.payment_id
+         WHERE p.provider <> 'bank'",
     )
     .fetch_all(pool)
     .await?;
@@ -352,6 +364,12 @@ pub async fn run(
         0,
         wrong_members.examples,
     ));
+    if !w.bank.is_empty() {
+        let event_stored: Vec<bool> = (0..w.events.len())
+            .map(|i| stored.contains_key(&key(i)))
+            .collect();
+        checks.extend(bank::checks(pool, w, &event_stored, &mut stored_figures).await?);
+    }
     checks.push(Check::new(
         "stored events never sent (or of another type)",
         strange.n,

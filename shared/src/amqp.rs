@@ -46,6 +46,11 @@ pub const RETRY_HEADER: &str = "payhook-retry";
 /// The header name of the first releases, whose bindings [`declare_topology`] removes.
 pub const LEGACY_RETRY_HEADER: &str = "x-payhook-retry";
 
+/// Longest a (re)connection may take, topology declared, before the node counts as away.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a clean close may wait for the broker.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Every exchange and queue name, behind the prefix (`payhook` → `payhook.events`).
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -199,6 +204,22 @@ impl Broker {
             }
         }
         *state = None;
+        // Bounded as a whole: a node that accepts the connection but never finishes declaring
+        // (restarting, or cut off from its cluster's majority) would otherwise hold this lock,
+        // and with it every publish and the shutdown, for ever.
+        let (conn, ch) = tokio::time::timeout(SETUP_TIMEOUT, self.open())
+            .await
+            .map_err(|_| {
+                PublishError::Unavailable(format!(
+                    "connecting and declaring the topology took over {SETUP_TIMEOUT:?}"
+                ))
+            })??;
+        *state = Some((conn, ch.clone()));
+        Ok(ch)
+    }
+
+    /// A connection to a node that answers, its channel in confirm mode, the topology declared.
+    async fn open(&self) -> Result<(Connection, Channel), PublishError> {
         let conn = self
             .nodes
             .connect()
@@ -211,8 +232,7 @@ impl Broker {
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(unavailable)?;
-        *state = Some((conn, ch.clone()));
-        Ok(ch)
+        Ok((conn, ch))
     }
 
     /// Connects now, retrying for about half a minute (for start-up beside the broker).
@@ -337,7 +357,8 @@ impl Broker {
     /// Forgets the connection so the next use opens a new one.
     pub async fn reset(&self) {
         if let Some((conn, _)) = self.state.lock().await.take() {
-            let _ = conn.close(200, "reset".into()).await;
+            // A close waits for the broker's answer, which a half-dead node never sends.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "reset".into())).await;
         }
     }
 

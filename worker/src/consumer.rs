@@ -24,6 +24,8 @@ use crate::startup::Shared;
 
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// Longest a (re)connection may take until the consumer is registered.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Consumes until `shutdown` is cancelled; returns once every event in flight is acked.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -57,20 +59,30 @@ async fn session(
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let conn = shared.nodes.connect().await.map_err(anyhow::Error::msg)?;
-    let ch = conn.create_channel().await?;
-    declare_topology(&ch, &shared.names).await?;
-    ch.basic_qos(shared.prefetch, BasicQosOptions::default())
-        .await?;
-    let tag = format!("payhook-worker-{}-{}", std::process::id(), next_tag());
-    let mut consumer = ch
-        .basic_consume(
-            shared.names.events_queue().as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let setup = async {
+        let conn = shared.nodes.connect().await.map_err(anyhow::Error::msg)?;
+        let ch = conn.create_channel().await?;
+        declare_topology(&ch, &shared.names).await?;
+        ch.basic_qos(shared.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("payhook-worker-{}-{}", std::process::id(), next_tag());
+        let consumer = ch
+            .basic_consume(
+                shared.names.events_queue().as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        anyhow::Ok((conn, ch, tag, consumer))
+    };
+    // Bounded: a node that accepts the connection but never answers the declares (restarting,
+    // or in a minority) must not keep the worker from the other nodes, or from stopping.
+    let (conn, ch, tag, mut consumer) = tokio::select! {
+        r = tokio::time::timeout(SETUP_TIMEOUT, setup) => r
+            .map_err(|_| anyhow::anyhow!("connecting and consuming took over {SETUP_TIMEOUT:?}"))??,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     shared.consuming.store(true, Ordering::Relaxed);
     tracing::info!(queue = %shared.names.events_queue(), prefetch = shared.prefetch, "consuming");
 

@@ -210,8 +210,12 @@ impl Runner<'_> {
                     t0.elapsed().as_secs_f64()
                 )
             }
-            Fault::KillRabbitLeader => return self.kill_rabbit_leader(at, wall, acked, at_unix_ms).await,
-            Fault::FailoverPostgres => return self.failover_postgres(at, wall, acked, at_unix_ms).await,
+            Fault::KillRabbitLeader => {
+                return self.kill_rabbit_leader(at, wall, acked, at_unix_ms).await
+            }
+            Fault::FailoverPostgres => {
+                return self.failover_postgres(at, wall, acked, at_unix_ms).await
+            }
         };
         self.stack.ready(self.recover_within).await?;
         let recovered = t0.elapsed();
@@ -249,7 +253,11 @@ impl Runner<'_> {
             .await?
             .trim()
             .to_owned();
-        anyhow::ensure!(!leader.is_empty(), "no leader found for {}", self.events_queue);
+        anyhow::ensure!(
+            !leader.is_empty(),
+            "no leader found for {}",
+            self.events_queue
+        );
         self.stack.services(&["rabbit-kill", &leader]).await?;
         let down = Duration::from_millis(self.rng.range(2000, 6000));
         tokio::time::sleep(down).await;

@@ -340,6 +340,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(PgConnectOptions::from_str(&db_url)?)
         .await?;
+    // Bank data: the expected payments (provider `bank`) its credits pay, before the load.
+    let invoices = crate::workload::bank::seed(&pool, &workload.bank).await?;
+    say(format!(
+        "{invoices} expected bank payments registered; {}",
+        workload.bank_figures().summary()
+    ));
 
     // The load and the faults, side by side.
     let n = workload.deliveries.len();
@@ -512,6 +518,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             poison: args.poison,
             connections: args.connections,
             workers: args.workers,
+            ingests,
+            bank: workload.bank_figures(),
         },
         load: LoadFigures {
             seconds: load.elapsed.as_secs_f64(),
@@ -567,7 +575,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 /// How long, from each fault on, ingest gave no 2xx and no event was processed: within the
 /// fault's recovery plus 20 s (for ingest, and never past the end of the load, where 2xx stop
 /// because nothing is left to send).
-async fn gaps(pool: &sqlx::PgPool, records: &mut [faults::FaultRecord], load: &driver::LoadOutcome) {
+async fn gaps(
+    pool: &sqlx::PgPool,
+    records: &mut [faults::FaultRecord],
+    load: &driver::LoadOutcome,
+) {
     const AFTER: f64 = 20.0;
     let acks: Vec<f64> = load
         .slots
@@ -576,12 +588,23 @@ async fn gaps(pool: &sqlx::PgPool, records: &mut [faults::FaultRecord], load: &d
         .map(|s| s.acked_ms.load(Ordering::Relaxed) as f64 / 1000.0)
         .collect();
     let load_end = load.elapsed.as_secs_f64();
+    // Once everything is processed nothing more can be: the drain's windows end there.
+    let last_processed: Option<f64> = sqlx::query_scalar(
+        "SELECT (EXTRACT(EPOCH FROM max(processed_at)) * 1000)::float8 FROM webhook_events",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()
+    .flatten();
     for r in records.iter_mut() {
         let end = (r.at_s + r.recovered_after_s + AFTER).min(load_end);
         if end > r.at_s {
             r.ingest_gap_s = Some(faults::longest_gap(&acks, r.at_s, end));
         }
-        let window = r.recovered_after_s + AFTER;
+        let mut window = r.recovered_after_s + AFTER;
+        if let Some(last) = last_processed {
+            window = window.min((last - r.at_unix_ms as f64) / 1000.0).max(0.0);
+        }
         let processed: Result<Vec<f64>, _> = sqlx::query_scalar(
             "SELECT (EXTRACT(EPOCH FROM processed_at) * 1000 - $1)::float8 / 1000
              FROM webhook_events

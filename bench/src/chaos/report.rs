@@ -48,6 +48,9 @@ pub struct WorkloadFigures {
     pub poison: usize,
     pub connections: usize,
     pub workers: usize,
+    pub ingests: usize,
+    /// The bank-data share of the events (GoCardless bank-account events).
+    pub bank: crate::workload::bank::Figures,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,7 +103,7 @@ impl Report {
         let _ = writeln!(
             s,
             "- workload: {} events ({}) in {} payments and {} mandates; {} deliveries + {} \
-             verbatim duplicates{}; {} connections, {} workers",
+             verbatim duplicates{}; {} connections, {} ingest(s), {} workers",
             human(w.events as u64),
             w.by_gateway
                 .iter()
@@ -117,8 +120,16 @@ impl Report {
                 String::new()
             },
             w.connections,
+            w.ingests,
             w.workers
         );
+        if w.bank != Default::default() {
+            let _ = writeln!(
+                s,
+                "- bank data (in the gocardless count): {}",
+                w.bank.summary()
+            );
+        }
         let _ = writeln!(
             s,
             "- load: {:.1} s, {} requests for {} acknowledged deliveries ({} events); \

@@ -50,7 +50,11 @@ impl Stack {
     /// Starts the first ingest (which migrates the fresh database), then the other ingests
     /// and `workers` workers, and waits until all of them are ready.
     pub async fn start(cfg: StackConfig, ingests: usize, workers: usize) -> anyhow::Result<Self> {
-        let addrs = |n: usize| (0..n).map(|_| procs::free_addr()).collect::<anyhow::Result<Vec<_>>>();
+        let addrs = |n: usize| {
+            (0..n)
+                .map(|_| procs::free_addr())
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
         let mut stack = Stack {
             ingests: (0..ingests).map(|_| None).collect(),
             ingest_addrs: addrs(ingests)?,
@@ -99,7 +103,10 @@ impl Stack {
         let (name, log) = if self.ingests.len() == 1 {
             ("payhook-ingest".to_owned(), "ingest.log".to_owned())
         } else {
-            (format!("payhook-ingest #{}", i + 1), format!("ingest{}.log", i + 1))
+            (
+                format!("payhook-ingest #{}", i + 1),
+                format!("ingest{}.log", i + 1),
+            )
         };
         self.ingests[i] = Some(Service::spawn(
             &self.cfg.bin_dir.join("payhook-ingest"),

@@ -185,10 +185,13 @@ pub fn model(streams: &[&Stream]) -> (Workload, Vec<bool>) {
                 w.mandates.len(),
                 w.deliveries.len(),
             );
+            let (transactions, connections) = w.bank.append(&part.bank);
             w.events.extend(part.events.iter().cloned().map(|mut e| {
                 e.target = match e.target {
                     Target::Payment(p) => Target::Payment(p + payments),
                     Target::Mandate(m) => Target::Mandate(m + mandates),
+                    Target::BankTransaction(t) => Target::BankTransaction(t + transactions),
+                    Target::BankConnection(c) => Target::BankConnection(c + connections),
                     Target::None => Target::None,
                 };
                 e
