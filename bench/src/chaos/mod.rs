@@ -573,8 +573,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 }
 
 /// How long, from each fault on, ingest gave no 2xx and no event was processed: within the
-/// fault's recovery plus 20 s (for ingest, and never past the end of the load, where 2xx stop
-/// because nothing is left to send).
+/// fault's recovery plus 20 s, and never past the next fault (for ingest, nor past the end of
+/// the load, where 2xx stop because nothing is left to send).
 async fn gaps(
     pool: &sqlx::PgPool,
     records: &mut [faults::FaultRecord],
@@ -596,12 +596,17 @@ async fn gaps(
     .await
     .ok()
     .flatten();
-    for r in records.iter_mut() {
-        let end = (r.at_s + r.recovered_after_s + AFTER).min(load_end);
+    // A window also ends where the next fault begins: what follows is that fault's.
+    let starts: Vec<f64> = records.iter().map(|r| r.at_s).collect();
+    for (k, r) in records.iter_mut().enumerate() {
+        let next = starts.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        let end = (r.at_s + r.recovered_after_s + AFTER)
+            .min(load_end)
+            .min(next);
         if end > r.at_s {
             r.ingest_gap_s = Some(faults::longest_gap(&acks, r.at_s, end));
         }
-        let mut window = r.recovered_after_s + AFTER;
+        let mut window = (r.recovered_after_s + AFTER).min(next - r.at_s);
         if let Some(last) = last_processed {
             window = window.min((last - r.at_unix_ms as f64) / 1000.0).max(0.0);
         }
