@@ -88,6 +88,31 @@ pub struct FaultRecord {
     pub drain_gap_s: Option<f64>,
 }
 
+impl FaultRecord {
+    /// A fault as it happened; the gaps are filled in after the load.
+    fn new(
+        fault: Fault,
+        at: Duration,
+        wall: String,
+        detail: String,
+        recovered_after_s: f64,
+        acked_events_before: u64,
+        at_unix_ms: i64,
+    ) -> Self {
+        Self {
+            fault,
+            at_s: at.as_secs_f64(),
+            at: wall,
+            detail,
+            recovered_after_s,
+            acked_events_before,
+            at_unix_ms,
+            ingest_gap_s: None,
+            drain_gap_s: None,
+        }
+    }
+}
+
 /// `kinds` × `count`, shuffled.
 pub fn plan(kinds: &[Fault], count: usize, rng: &mut Rng) -> Vec<Fault> {
     let mut plan: Vec<Fault> = kinds
@@ -223,17 +248,15 @@ impl Runner<'_> {
             "  {detail}; every process ready again {:.1} s after the fault",
             recovered.as_secs_f64()
         ));
-        Ok(FaultRecord {
+        Ok(FaultRecord::new(
             fault,
-            at_s: at.as_secs_f64(),
-            at: wall,
+            at,
+            wall,
             detail,
-            recovered_after_s: recovered.as_secs_f64(),
-            acked_events_before: acked,
+            recovered.as_secs_f64(),
+            acked,
             at_unix_ms,
-            ingest_gap_s: None,
-            drain_gap_s: None,
-        })
+        ))
     }
 
     /// The node leading the events queue is killed while the load runs on the others; it is
@@ -274,17 +297,15 @@ impl Runner<'_> {
             serving.as_secs_f64(),
             rejoined.as_secs_f64()
         );
-        self.record(FaultRecord {
-            fault: Fault::KillRabbitLeader,
-            at_s: at.as_secs_f64(),
-            at: wall,
+        self.record(FaultRecord::new(
+            Fault::KillRabbitLeader,
+            at,
+            wall,
             detail,
-            recovered_after_s: serving.as_secs_f64(),
-            acked_events_before: acked,
+            serving.as_secs_f64(),
+            acked,
             at_unix_ms,
-            ingest_gap_s: None,
-            drain_gap_s: None,
-        })
+        ))
     }
 
     /// The primary is killed; after a detection delay the standby is promoted and the
@@ -314,17 +335,15 @@ impl Runner<'_> {
             serving.as_secs_f64(),
             rejoined.as_secs_f64()
         );
-        self.record(FaultRecord {
-            fault: Fault::FailoverPostgres,
-            at_s: at.as_secs_f64(),
-            at: wall,
+        self.record(FaultRecord::new(
+            Fault::FailoverPostgres,
+            at,
+            wall,
             detail,
-            recovered_after_s: serving.as_secs_f64(),
-            acked_events_before: acked,
+            serving.as_secs_f64(),
+            acked,
             at_unix_ms,
-            ingest_gap_s: None,
-            drain_gap_s: None,
-        })
+        ))
     }
 
     fn record(&self, r: FaultRecord) -> anyhow::Result<FaultRecord> {

@@ -255,16 +255,18 @@ async fn the_reconciler_matches_a_waiting_credit_once_its_gateway_reports_the_pa
 async fn a_payment_completed_by_its_gateway_first_is_never_taken_by_a_credit() {
     let h = Harness::start().await;
     h.known_member("MD1").await;
-    let confirmed = gc_payment(
-        "EV1",
-        "confirmed",
-        "PM1",
-        "MD1",
-        "2750",
-        "2026-12-01T09:00:00Z",
-    );
-    let ids = h.deliver("gocardless", &gc_body(vec![confirmed])).await;
-    h.wait_processed(&ids).await;
+    deliver_one(
+        &h,
+        gc_payment(
+            "EV1",
+            "confirmed",
+            "PM1",
+            "MD1",
+            "2750",
+            "2026-12-01T09:00:00Z",
+        ),
+    )
+    .await;
     deliver_one(&h, credit("EV2", "TX1", "27.50", "GBP", "REF-PM1")).await;
 
     assert_eq!(bank_row(&h, "TX1").await.0, "unmatched");
@@ -278,27 +280,32 @@ async fn a_payment_completed_by_its_gateway_first_is_never_taken_by_a_credit() {
 async fn a_payment_matched_by_a_credit_and_then_confirmed_by_its_gateway_has_one_completion_row() {
     let h = Harness::start().await;
     h.known_member("MD1").await;
-    let created = gc_payment(
-        "EV1",
-        "created",
-        "PM1",
-        "MD1",
-        "2750",
-        "2026-12-01T09:00:00Z",
-    );
-    let ids = h.deliver("gocardless", &gc_body(vec![created])).await;
-    h.wait_processed(&ids).await;
+    deliver_one(
+        &h,
+        gc_payment(
+            "EV1",
+            "created",
+            "PM1",
+            "MD1",
+            "2750",
+            "2026-12-01T09:00:00Z",
+        ),
+    )
+    .await;
     deliver_one(&h, credit("EV2", "TX1", "27.50", "GBP", "REF-PM1")).await;
     assert_eq!(bank_row(&h, "TX1").await.0, "matched");
-    let confirmed = gc_payment(
-        "EV3",
-        "confirmed",
-        "PM1",
-        "MD1",
-        "2750",
-        "2026-12-02T09:00:00Z",
-    );
-    deliver_one(&h, confirmed).await;
+    deliver_one(
+        &h,
+        gc_payment(
+            "EV3",
+            "confirmed",
+            "PM1",
+            "MD1",
+            "2750",
+            "2026-12-02T09:00:00Z",
+        ),
+    )
+    .await;
 
     assert_eq!(
         ledger(&h, "gocardless", "PM1").await,
@@ -607,36 +614,23 @@ async fn a_transaction_carrying_only_ids_without_bank_secrets_retries_naming_the
 
 #[tokio::test]
 async fn a_signed_bank_delivery_through_ingest_is_stored_once_and_matched_by_the_worker() {
-    use payhook_ingest::{Application, IngestConfig};
-    use payhook_shared::config::{IngestSettings, ProviderSecrets};
+    use payhook_ingest::Application;
+    use payhook_shared::config::ProviderSecrets;
     use payhook_shared::providers::signature::{sign_hex, Digest};
     use payhook_shared::providers::Secrets;
     use payhook_shared::shutdown::CancellationToken;
 
     let h = Harness::start().await;
-    let config = IngestConfig {
-        ingest: IngestSettings {
-            ingest_addr: "127.0.0.1:0".parse().unwrap(),
-            ingest_ops_addr: "127.0.0.1:0".parse().unwrap(),
-            ingest_tls_cert: None,
-            ingest_tls_key: None,
-            ingest_client_ca: None,
-            payqi_tolerance_secs: 300,
-            ingest_accept_without_broker: false,
-            ingest_batch_max: 16,
-            ingest_timeout: std::time::Duration::from_secs(10),
-        },
-        database: h.env.database.clone(),
-        broker: h.env.broker.clone(),
-        secrets: ProviderSecrets {
+    let config = ingest_config(
+        &h.env,
+        ProviderSecrets {
             gocardless: Some(Secrets::new(["bank-webhook-secret"])),
             paystack: None,
             flutterwave: None,
             payqi: None,
             payqi_tolerance_secs: 300,
         },
-        admin_token: None,
-    };
+    );
     let app = Application::build(config).await.expect("ingest builds");
     let url = format!(
         "http://127.0.0.1:{}/webhooks/gocardless",

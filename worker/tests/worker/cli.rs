@@ -8,8 +8,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use payhook_ingest::{Application, IngestConfig};
-use payhook_shared::config::{IngestSettings, ProviderSecrets};
+use payhook_ingest::Application;
+use payhook_shared::config::ProviderSecrets;
 use payhook_shared::providers::signature::{sign_hex, Digest};
 use payhook_shared::providers::Secrets;
 use payhook_shared::shutdown::CancellationToken;
@@ -206,29 +206,18 @@ impl Ingest {
         payhook_shared::telemetry::init_logging();
         let env = TestEnv::new();
         let secrets = || Some(Secrets::new([OLD, NEW]));
-        let config = IngestConfig {
-            ingest: IngestSettings {
-                ingest_addr: "127.0.0.1:0".parse().unwrap(),
-                ingest_ops_addr: "127.0.0.1:0".parse().unwrap(),
-                ingest_tls_cert: tls.map(|t| fixture(t.0)),
-                ingest_tls_key: tls.map(|t| fixture(t.1)),
-                ingest_client_ca: None,
-                payqi_tolerance_secs: 300,
-                ingest_accept_without_broker: false,
-                ingest_batch_max: 16,
-                ingest_timeout: Duration::from_secs(10),
-            },
-            database: env.database.clone(),
-            broker: env.broker.clone(),
-            secrets: ProviderSecrets {
+        let mut config = ingest_config(
+            &env,
+            ProviderSecrets {
                 gocardless: secrets(),
                 paystack: secrets(),
                 flutterwave: if flutterwave { secrets() } else { None },
                 payqi: secrets(),
                 payqi_tolerance_secs: 300,
             },
-            admin_token: None,
-        };
+        );
+        config.ingest.ingest_tls_cert = tls.map(|t| fixture(t.0));
+        config.ingest.ingest_tls_key = tls.map(|t| fixture(t.1));
         let app = Application::build(config).await.expect("ingest builds");
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://127.0.0.1:{}", app.webhook_addr().port());

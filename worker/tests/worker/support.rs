@@ -804,3 +804,28 @@ impl DomainTap {
         let _ = self.conn.close(200, "done".into()).await;
     }
 }
+
+/// An in-process ingest's settings on `env`'s database and broker namespace, with these
+/// webhook secrets, on free loopback ports, plain HTTP, no admin API.
+pub fn ingest_config(
+    env: &TestEnv,
+    secrets: payhook_shared::config::ProviderSecrets,
+) -> payhook_ingest::IngestConfig {
+    payhook_ingest::IngestConfig {
+        ingest: payhook_shared::config::IngestSettings {
+            ingest_addr: "127.0.0.1:0".parse().unwrap(),
+            ingest_ops_addr: "127.0.0.1:0".parse().unwrap(),
+            ingest_tls_cert: None,
+            ingest_tls_key: None,
+            ingest_client_ca: None,
+            payqi_tolerance_secs: 300,
+            ingest_accept_without_broker: false,
+            ingest_batch_max: 16,
+            ingest_timeout: Duration::from_secs(10),
+        },
+        database: env.database.clone(),
+        broker: env.broker.clone(),
+        secrets,
+        admin_token: None,
+    }
+}
