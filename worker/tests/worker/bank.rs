@@ -99,6 +99,18 @@ async fn bank_row(h: &Harness, tx: &str) -> (String, i64, String, Option<String>
     .unwrap()
 }
 
+/// Delivers one event that must fail, waits until it is `status` (retrying, dead); its
+/// `last_error`.
+async fn ends(h: &Harness, event: Value, status: &str) -> String {
+    let ids = h.deliver("gocardless", &gc_body(vec![event])).await;
+    h.wait_status(&ids, status).await;
+    sqlx::query_scalar("SELECT last_error FROM webhook_events WHERE id = $1")
+        .bind(ids[0])
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+}
+
 async fn count(h: &Harness, sql: &str) -> i64 {
     h.scalar(sql).await
 }
@@ -204,16 +216,7 @@ async fn a_debit_is_stored_negative_and_ignored_even_when_it_names_a_payment() {
 #[tokio::test]
 async fn an_amount_the_currency_cannot_hold_exactly_sends_the_event_dead_and_stores_nothing() {
     let h = Harness::start().await;
-    let ids = h
-        .deliver(
-            "gocardless",
-            &gc_body(vec![credit("EV1", "TX1", "12.505", "GBP", "x")]),
-        )
-        .await;
-    h.wait_status(&ids, "dead").await;
-    let error: String = h
-        .scalar("SELECT last_error FROM webhook_events WHERE external_id = 'EV1'")
-        .await;
+    let error = ends(&h, credit("EV1", "TX1", "12.505", "GBP", "x"), "dead").await;
     assert!(error.contains("amount"), "{error}");
     assert_eq!(count(&h, "SELECT count(*) FROM bank_transactions").await, 0);
 }
@@ -472,21 +475,17 @@ async fn an_authorization_update_sets_status_and_expiry_and_an_older_one_arrivin
 #[tokio::test]
 async fn an_authorization_status_payhook_does_not_know_sends_the_event_dead_naming_the_field() {
     let h = Harness::start().await;
-    let ids = h
-        .deliver(
-            "gocardless",
-            &gc_body(vec![authorization(
-                "EV1",
-                "suspended",
-                "2027-01-01T00:00:00Z",
-                "2026-12-01T10:00:00Z",
-            )]),
-        )
-        .await;
-    h.wait_status(&ids, "dead").await;
-    let error: String = h
-        .scalar("SELECT last_error FROM webhook_events WHERE external_id = 'EV1'")
-        .await;
+    let error = ends(
+        &h,
+        authorization(
+            "EV1",
+            "suspended",
+            "2027-01-01T00:00:00Z",
+            "2026-12-01T10:00:00Z",
+        ),
+        "dead",
+    )
+    .await;
     assert!(error.contains("details.status"), "{error}");
     assert_eq!(count(&h, "SELECT count(*) FROM bank_connections").await, 0);
 }
@@ -560,13 +559,7 @@ async fn a_transaction_not_booked_yet_is_retried_not_stored() {
         json!([]),
         json!([api_transaction("TX1", "42.00", "INV-1001")]),
     );
-    let ids = h
-        .deliver("gocardless", &gc_body(vec![bare_credit("EV1", "TX1")]))
-        .await;
-    h.wait_status(&ids, "retrying").await;
-    let error: String = h
-        .scalar("SELECT last_error FROM webhook_events WHERE external_id = 'EV1'")
-        .await;
+    let error = ends(&h, bare_credit("EV1", "TX1"), "retrying").await;
     assert!(error.contains("not booked"), "{error}");
     assert_eq!(count(&h, "SELECT count(*) FROM bank_transactions").await, 0);
 }
@@ -582,26 +575,14 @@ async fn a_bank_api_that_answers_5xx_makes_the_event_retry() {
         503,
         json!({"detail": "down"}),
     );
-    let ids = h
-        .deliver("gocardless", &gc_body(vec![bare_credit("EV1", "TX1")]))
-        .await;
-    h.wait_status(&ids, "retrying").await;
-    let error: String = h
-        .scalar("SELECT last_error FROM webhook_events WHERE external_id = 'EV1'")
-        .await;
+    let error = ends(&h, bare_credit("EV1", "TX1"), "retrying").await;
     assert!(error.contains("503"), "{error}");
 }
 
 #[tokio::test]
 async fn a_transaction_carrying_only_ids_without_bank_secrets_retries_naming_the_variables() {
     let h = Harness::start().await;
-    let ids = h
-        .deliver("gocardless", &gc_body(vec![bare_credit("EV1", "TX1")]))
-        .await;
-    h.wait_status(&ids, "retrying").await;
-    let error: String = h
-        .scalar("SELECT last_error FROM webhook_events WHERE external_id = 'EV1'")
-        .await;
+    let error = ends(&h, bare_credit("EV1", "TX1"), "retrying").await;
     assert!(error.contains("GOCARDLESS_BANK_SECRET_ID"), "{error}");
     assert!(
         h.gateway.calls().is_empty(),
