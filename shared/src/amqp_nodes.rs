@@ -38,17 +38,8 @@ impl Nodes {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.urls.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.urls.is_empty()
-    }
-
-    /// The node that answered last (the first before any did): for tools that need one URL.
-    pub fn current(&self) -> &str {
-        &self.urls[self.last.load(Ordering::Relaxed) % self.urls.len().max(1)]
     }
 
     /// A connection to the first node that answers, starting with the one that answered last.
@@ -122,7 +113,6 @@ mod tests {
             n.urls,
             ["amqp://a:5672/%2f", "amqp://b:5673/%2f", "amqp://c/%2f"]
         );
-        assert_eq!(n.current(), "amqp://a:5672/%2f");
     }
 
     #[test]

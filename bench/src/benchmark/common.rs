@@ -141,6 +141,28 @@ pub struct Target {
 }
 
 impl Target {
+    /// Its row of a report's targets table (`| target | measured | margin | met |`), the
+    /// margin with `decimals` digits.
+    pub fn row(&self, decimals: usize) -> String {
+        format!(
+            "| {} | {} | {} | {} |",
+            self.target,
+            self.detail,
+            if self.margin.is_nan() {
+                "–".to_owned()
+            } else {
+                format!("{:.decimals$}", self.margin)
+            },
+            if !self.measured {
+                "not measured"
+            } else if self.met {
+                "**met**"
+            } else {
+                "**not met**"
+            }
+        )
+    }
+
     pub fn at_least(target: &str, value: f64, limit: f64, detail: String) -> Self {
         Self {
             target: target.into(),

@@ -371,24 +371,7 @@ impl Report {
         let _ = writeln!(t, "| target | measured | margin | met |");
         let _ = writeln!(t, "|---|---|---:|---|");
         for g in &self.targets {
-            let _ = writeln!(
-                t,
-                "| {} | {} | {} | {} |",
-                g.target,
-                g.detail,
-                if g.margin.is_nan() {
-                    "–".to_owned()
-                } else {
-                    format!("{:.2}", g.margin)
-                },
-                if !g.measured {
-                    "not measured"
-                } else if g.met {
-                    "**met**"
-                } else {
-                    "**not met**"
-                }
-            );
+            let _ = writeln!(t, "{}", g.row(2));
         }
         let _ = writeln!(
             t,

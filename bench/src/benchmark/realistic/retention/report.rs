@@ -368,24 +368,7 @@ impl Retention {
         let _ = writeln!(t, "| target (issue 15) | measured | margin | met |");
         let _ = writeln!(t, "|---|---|---:|---|");
         for g in &self.targets {
-            let _ = writeln!(
-                t,
-                "| {} | {} | {} | {} |",
-                g.target,
-                g.detail,
-                if g.margin.is_nan() {
-                    "–".to_owned()
-                } else {
-                    format!("{:.3}", g.margin)
-                },
-                if !g.measured {
-                    "not measured"
-                } else if g.met {
-                    "**met**"
-                } else {
-                    "**not met**"
-                }
-            );
+            let _ = writeln!(t, "{}", g.row(3));
         }
         let c = &self.correctness;
         let _ = writeln!(
